@@ -1,0 +1,1 @@
+"""One module per outside system: embedder, scene store, couplings, sources, decoders."""

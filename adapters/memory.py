@@ -1,0 +1,124 @@
+"""Memory: the embedder, the scene store and the couplings index, opened together.
+
+One `Memory` per (data dir, store url, embedder) per process. Ingest is
+idempotent and resumable: ids are content hashes, a scene missing from either
+the store or the couplings index is (re)written, nothing present is doubled.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adapters.coupling_index import CouplingIndex
+from adapters.embedder import Embedder, load_embedder
+from adapters.lexicon import compose_scene, parse
+from adapters.scene_store import SceneStore
+from adapters.sources import SceneRecord
+from state.models import Recalled
+
+INGEST_BATCH = 256
+
+
+@dataclass
+class IngestReport:
+    records: int
+    added: int
+    already_present: int
+    scenes: int
+    couplings: int
+
+
+def passage_text(title: str | None, text: str) -> str:
+    """What gets embedded: title and text, as in the multi-hop benchmarks."""
+    return f"{title}\n{text}" if title else text
+
+
+class Memory:
+    def __init__(self, data_dir: str, embedder: Embedder, store_url: str = "", create: bool = False):
+        self.data_dir = Path(data_dir)
+        self.embedder = embedder
+        self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create)
+        self.couplings = CouplingIndex(self.data_dir / "couplings.sqlite")
+        self._write_lock = threading.Lock()
+
+    # --- writing -------------------------------------------------------------------------
+    def ingest(self, records: Sequence[SceneRecord], progress: Callable[[int], None] | None = None) -> IngestReport:
+        unique: dict[str, SceneRecord] = {}
+        for rec in records:
+            unique.setdefault(rec.scene_id, rec)
+        ids = list(unique)
+        with self._write_lock:
+            in_store = self.store.existing_ids(ids)
+            in_index = self.couplings.existing_ids(ids)
+            todo = [sid for sid in ids if sid not in in_store or sid not in in_index]
+            if progress:
+                progress(len(ids) - len(todo))
+            for start in range(0, len(todo), INGEST_BATCH):
+                batch = [unique[sid] for sid in todo[start : start + INGEST_BATCH]]
+                self._write_batch(batch, in_store)
+                if progress:
+                    progress(len(batch))
+        scenes, links = self.couplings.count()
+        return IngestReport(len(records), len(todo), len(ids) - len(todo), self.store.count(), links)
+
+    def _write_batch(self, batch: list[SceneRecord], in_store: set[str]) -> None:
+        need = [r for r in batch if r.scene_id not in in_store]
+        if need:
+            vectors = self.embedder.embed([passage_text(r.title, r.text) for r in need])
+            self.store.upsert(
+                [r.scene_id for r in need], vectors, [r.text for r in need],
+                [{**{k: v for k, v in r.meta.items() if isinstance(v, (str, int, float, bool))},
+                  "title": r.title, "kind": "scene"} for r in need],
+            )
+        # Couplings only after the vectors are safely in the store: a kill in between is healed on rerun.
+        rows = []
+        for r in batch:
+            scene = compose_scene(r.scene_id, parse(r.text, title=r.title), title=r.title)
+            rows.append((r.scene_id, r.title, scene.keys))
+        self.couplings.add(rows)
+
+    # --- reading -------------------------------------------------------------------------
+    def dense(self, vectors: np.ndarray, k: int, kind: str = "scenes") -> list[list[Recalled]]:
+        """Nearest scenes for each vector, as Recalled with their cosine as dense score."""
+        out = []
+        for hits in self.store.nearest(vectors, k, kind=kind):
+            out.append([
+                Recalled(id=sid, text=doc, title=meta.get("title"), score=cos, dense=cos,
+                         kind="formula" if kind == "formulas" else "scene")
+                for sid, cos, doc, meta in hits
+            ])
+        return out
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, dict]:
+        return self.store.get(ids, vectors=True)
+
+    def stats(self) -> dict[str, object]:
+        scenes, links = self.couplings.count()
+        return {
+            "data_dir": str(self.data_dir),
+            "embedder": self.embedder.name,
+            "dim": self.embedder.dim,
+            "scenes": self.store.count("scenes"),
+            "formulas": self.store.count("formulas"),
+            "crystals": self.store.count("crystals"),
+            "indexed_scenes": scenes,
+            "couplings": links,
+        }
+
+
+_open: dict[tuple[str, str, str], Memory] = {}
+_open_lock = threading.Lock()
+
+
+def open_memory(data_dir: str, embedder: str, store_url: str = "", create: bool = False) -> Memory:
+    """The process-wide Memory for these settings (built on first use)."""
+    key = (str(Path(data_dir).resolve()), store_url, embedder)
+    with _open_lock:
+        if key not in _open:
+            _open[key] = Memory(data_dir, load_embedder(embedder), store_url=store_url, create=create)
+        return _open[key]

@@ -1,0 +1,41 @@
+"""Wiring only: the thinking graph from its nodes and routers."""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Checkpointer
+
+from graph.routers import after_expand
+from nodes.build_scene import build_scene
+from nodes.crystallize import crystallize
+from nodes.decode import decode
+from nodes.expand import expand
+from nodes.formulate import formulate
+from nodes.interpret import interpret
+from nodes.probe import ProbeTask, probe
+from nodes.resonate import resonate
+from state.context import Context
+from state.thinking import ThinkingState
+
+
+def build_graph(checkpointer: Checkpointer = None):
+    """START → interpret → build_scene → resonate → expand ⇄ probe… → formulate → decode → crystallize → END."""
+    builder = StateGraph(ThinkingState, context_schema=Context)
+    builder.add_node("interpret", interpret)
+    builder.add_node("build_scene", build_scene)
+    builder.add_node("resonate", resonate)
+    builder.add_node("expand", expand)
+    builder.add_node("probe", probe, input_schema=ProbeTask)
+    builder.add_node("formulate", formulate)
+    builder.add_node("decode", decode)
+    builder.add_node("crystallize", crystallize)
+    builder.add_edge(START, "interpret")
+    builder.add_edge("interpret", "build_scene")
+    builder.add_edge("build_scene", "resonate")
+    builder.add_edge("resonate", "expand")
+    builder.add_conditional_edges("expand", after_expand, ["probe", "formulate"])
+    builder.add_edge("probe", "expand")  # every probe of a depth finishes before the next expansion
+    builder.add_edge("formulate", "decode")
+    builder.add_edge("decode", "crystallize")
+    builder.add_edge("crystallize", END)
+    return builder.compile(checkpointer=checkpointer, name="scenemind")

@@ -1,0 +1,1 @@
+"""One file per node; each a small function (state, runtime) -> partial update."""

@@ -1,0 +1,25 @@
+"""SceneBuilder: the parse becomes a scene — components, couplings, a vector and its delta to the field."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from langgraph.runtime import Runtime
+
+from adapters.lexicon import compose_scene
+from nodes.resources import memory, settings
+from state.context import Context
+from state.thinking import ThinkingState
+
+
+def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
+    """Compose the question's scene and place it in the shared space."""
+    assert state.parse is not None, "interpret runs before build_scene"
+    scene_id = "q-" + hashlib.sha256(state.parse.text.encode()).hexdigest()[:16]
+    scene = compose_scene(scene_id, state.parse)
+    vector = memory(settings(runtime)).embedder.embed_one(state.parse.text)
+    # Delta: how far this scene moves the field it arrives in (1.0 when the field is empty).
+    delta = 1.0 - float(np.dot(vector, state.field)) if len(state.field) == len(vector) else 1.0
+    scene = scene.model_copy(update={"vector": vector.tolist(), "delta": delta})
+    return {"scene": scene, "field": scene.vector, "depth": 0, "frontier": []}

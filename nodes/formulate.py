@@ -1,0 +1,96 @@
+"""Formulator: compress linked active scenes into formulas and write them back to memory.
+
+Scenes of the final field that share a rare entity are linked; each connected
+chain becomes a formula: the chain of couplings, an extractive summary (the
+clause of each scene that carries the link) and a score-weighted vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from langgraph.runtime import Runtime
+
+from adapters.lexicon import entity_key, extract_entities, split_clauses
+from nodes.resonate import top_recalled
+from nodes.resources import emit, memory, settings, unit
+from state.context import Context
+from state.models import Coupling, Formula, Recalled
+from state.thinking import ThinkingState
+
+
+def link_scenes(scenes: list[Recalled], keys: dict[str, list[str]], rarity: dict[str, float]) -> list[Coupling]:
+    """Scene-to-scene couplings through the rarest entity they share."""
+    links = []
+    for n, a in enumerate(scenes):
+        for b in scenes[n + 1 :]:
+            shared = [k for k in set(keys.get(a.id, [])) & set(keys.get(b.id, [])) if k in rarity]
+            if shared:
+                best = max(shared, key=lambda k: rarity[k])
+                links.append(Coupling(source=a.id, target=b.id, relation=best, weight=round(rarity[best], 4)))
+    return links
+
+
+def chains(scenes: list[Recalled], links: list[Coupling]) -> list[list[str]]:
+    """Connected groups of linked scenes, each ordered strongest-first by breadth-first walk."""
+    adjacent: dict[str, list[str]] = {s.id: [] for s in scenes}
+    for link in sorted(links, key=lambda c: -c.weight):
+        adjacent[link.source].append(link.target)
+        adjacent[link.target].append(link.source)
+    seen: set[str] = set()
+    out = []
+    for s in scenes:  # scenes arrive strongest first
+        if s.id in seen or not adjacent[s.id]:
+            continue
+        chain, queue = [], [s.id]
+        seen.add(s.id)
+        while queue:
+            sid = queue.pop(0)
+            chain.append(sid)
+            for nxt in adjacent[sid]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        out.append(chain)
+    return out
+
+
+def summarise(chain: list[str], links: list[Coupling], texts: dict[str, str]) -> str:
+    """For each scene, the first clause that mentions a key linking it into the chain."""
+    parts = []
+    for sid in chain:
+        keys = {c.relation for c in links if sid in (c.source, c.target)}
+        clauses = split_clauses(texts[sid]) or [texts[sid]]
+        pick = next((c for c in clauses if keys & {entity_key(e) for e in extract_entities(c)}), clauses[0])
+        parts.append(pick)
+    return " → ".join(parts)
+
+
+def formulate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
+    """Link the final field's scenes into formulas and store them, marked as formulas."""
+    ctx = settings(runtime)
+    mem = memory(ctx)
+    top = top_recalled(state.active, ctx.top_k)
+    keys = mem.couplings.keys_of([s.id for s in top])
+    entity_keys = sorted({k for ks in keys.values() for k in ks if k.startswith("e:")})
+    df = mem.couplings.document_frequency(entity_keys)
+    rarity = {k: r for k, r in mem.couplings.rarity(entity_keys).items() if df[k] <= ctx.max_key_scenes}
+    links = link_scenes(top, keys, rarity)
+    texts = {s.id: s.text for s in top}
+    score = {s.id: s.score for s in top}
+    stored = mem.fetch([s.id for s in top])
+    formulas = []
+    for chain in chains(top, links):
+        vec = unit(sum(score[sid] * stored[sid]["vector"] for sid in chain if sid in stored))
+        in_chain = [c for c in links if c.source in chain and c.target in chain]
+        formulas.append(Formula(
+            id="f-" + hashlib.sha256("|".join(sorted(chain)).encode()).hexdigest()[:16],
+            chain=chain, links=in_chain, summary=summarise(chain, in_chain, texts), vector=vec.tolist(),
+        ))
+    if formulas:
+        mem.store.upsert([f.id for f in formulas], np.array([f.vector for f in formulas]),
+                         [f.summary for f in formulas],
+                         [{"kind": "formula", "chain": f.chain} for f in formulas], kind="formulas")
+    emit(runtime, {"event": "formulas", "formulas": [{"id": f.id, "chain": f.chain} for f in formulas]})
+    return {"formulas": formulas}

@@ -1,0 +1,65 @@
+"""Run-scoped settings, passed to the graph as `context_schema`.
+
+Every field can be overridden by an env var `SCENEMIND_<FIELD>` (e.g.
+`SCENEMIND_TOP_K=5`); explicit values passed to the graph win over env vars.
+Heavy resources (embedder, store, decoder) are not here: nodes build them once
+per process from these settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+
+def _default_data_dir() -> str:
+    return os.path.abspath(".scenemind")
+
+
+@dataclass(kw_only=True)
+class Context:
+    data_dir: str = field(
+        default_factory=_default_data_dir,
+        metadata={"description": "Folder holding the scene store, couplings and crystals."},
+    )
+    store_url: str = field(
+        default="",
+        metadata={"description": "Chroma server URL (http://host:port); empty means the embedded store in data_dir."},
+    )
+    embedder: str = field(
+        default="all-MiniLM-L6-v2",
+        metadata={"description": "Embedder: the bundled all-MiniLM-L6-v2 or a local sentence-transformers folder."},
+    )
+    top_k: int = field(default=5, metadata={"description": "Scenes kept in the final field and cited."})
+    dense_k: int = field(default=20, metadata={"description": "Candidates per dense search."})
+    max_depth: int = field(default=2, metadata={"description": "Fractal recursion bound for probes."})
+    retrieval_budget: int = field(default=16, metadata={"description": "Store queries allowed per run."})
+    max_probes: int = field(default=4, metadata={"description": "Probes spawned per expansion step."})
+    spread_weight: float = field(default=0.3, metadata={"description": "Weight of activation spread over couplings."})
+    max_key_scenes: int = field(
+        default=50, metadata={"description": "Keys shared by more scenes than this do not couple (too common)."}
+    )
+    wake_threshold: float = field(
+        default=0.35, metadata={"description": "Activation a scene needs to count as newly woken (fixed-point test)."}
+    )
+    crystal_threshold: float = field(
+        default=0.9, metadata={"description": "Cosine above which a field counts as a recurrence of a crystal."}
+    )
+    crystal_weight: float = field(default=0.1, metadata={"description": "How much crystals bias resonance."})
+    answer_sentences: int = field(default=3, metadata={"description": "Sentences in an extractive answer."})
+    max_input_chars: int = field(default=20_000, metadata={"description": "Longest question accepted."})
+    decoder: str = field(
+        default="extractive",
+        metadata={"description": "extractive | hf:/path/to/model | openai:http://host/v1"},
+    )
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            env = os.environ.get(f"SCENEMIND_{f.name.upper()}")
+            if env is None:
+                continue
+            default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+            if getattr(self, f.name) != default:
+                continue  # an explicit value wins over the environment
+            kind = type(default)
+            setattr(self, f.name, kind(env) if kind in (int, float) else env)

@@ -1,0 +1,38 @@
+"""Domain errors. Each message tells the user what to do next.
+
+The CLI turns these into one clear line, services into a 4xx body; a traceback
+is only for bugs.
+"""
+
+
+class SceneMindError(Exception):
+    """Base class: an error the user can act on."""
+
+
+class EmptyInput(SceneMindError, ValueError):
+    """The text to think about is empty or only whitespace."""
+
+
+class InputTooLarge(SceneMindError, ValueError):
+    """The text is longer than the configured bound."""
+
+
+class SceneFileError(SceneMindError, ValueError):
+    """An ingest file cannot be read; names the file and the line."""
+
+    def __init__(self, path: str, line: int | None, reason: str):
+        self.path, self.line, self.reason = path, line, reason
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {reason}")
+
+
+class EmbedderMismatch(SceneMindError):
+    """The store was built by a different embedder than the one configured."""
+
+
+class ModelNotFound(SceneMindError, FileNotFoundError):
+    """A model path does not exist or holds no usable model."""
+
+
+class StoreUnavailable(SceneMindError):
+    """The scene store (folder or server) cannot be opened."""

@@ -1,0 +1,108 @@
+"""Domain models: the things scenemind thinks with.
+
+Vectors are plain lists of floats so that every model serialises to JSON for
+checkpointers and LangGraph Studio without custom encoders.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Vector = list[float]
+
+ComponentKind = Literal["entity", "term", "clause", "title"]
+ProbeReason = Literal["question", "uncovered", "bridge", "residual"]
+
+
+class Parse(BaseModel):
+    """The lexico-scenographic parse of one text."""
+
+    text: str
+    language: Literal["en", "ru", "other"] = "en"
+    clauses: list[str] = Field(default_factory=list)
+    entities: list[str] = Field(default_factory=list)
+    terms: list[str] = Field(default_factory=list)
+
+
+class Component(BaseModel):
+    """One part of a scene: a named entity, a salient term, a clause or the title."""
+
+    text: str
+    kind: ComponentKind
+    key: str = Field(description="normalised form used to couple scenes")
+    weight: float = 1.0
+
+
+class Coupling(BaseModel):
+    """A weighted link between two components of a scene, or between two scenes."""
+
+    source: str
+    target: str
+    relation: str = "co-occurs"
+    weight: float = 1.0
+
+
+class Scene(BaseModel):
+    """A text turned into components, couplings and one vector in the shared space."""
+
+    id: str
+    text: str
+    title: str | None = None
+    components: list[Component] = Field(default_factory=list)
+    couplings: list[Coupling] = Field(default_factory=list)
+    vector: Vector = Field(default_factory=list)
+    delta: float | None = Field(default=None, description="1 - cos(scene, field before it): how new it is")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return [c.key for c in self.components if c.kind in ("entity", "title", "term")]
+
+
+class Recalled(BaseModel):
+    """A scene woken from memory, with how strongly and why."""
+
+    id: str
+    text: str
+    title: str | None = None
+    keys: list[str] = Field(default_factory=list)
+    score: float = 0.0
+    dense: float = 0.0
+    via: str = "question"
+    depth: int = 0
+    kind: Literal["scene", "formula", "crystal"] = "scene"
+
+
+class Probe(BaseModel):
+    """A fractal sub-query spawned where the field is still unresolved."""
+
+    id: str
+    text: str
+    depth: int
+    reason: ProbeReason
+    target: str | None = None
+    parent: str | None = None
+    vector: Vector = Field(default_factory=list)
+
+
+class Formula(BaseModel):
+    """Linked scenes compressed: a chain of couplings, a summary and a vector."""
+
+    id: str
+    chain: list[str]
+    links: list[Coupling] = Field(default_factory=list)
+    summary: str
+    vector: Vector = Field(default_factory=list)
+
+
+class Crystal(BaseModel):
+    """An archetype: a field that keeps recurring across runs."""
+
+    id: str
+    label: str
+    vector: Vector
+    strength: float = 1.0
+    count: int = 1
+    scene_ids: list[str] = Field(default_factory=list)
