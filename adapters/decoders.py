@@ -16,6 +16,10 @@ from adapters.lexicon import split_clauses
 from state.errors import SceneMindError
 from state.models import Formula, Recalled
 
+MMR_REDUNDANCY = 0.5
+SCENE_WEIGHT = 0.5
+CHAIN_BONUS = 0.2
+
 
 @dataclass
 class Decoded:
@@ -35,18 +39,22 @@ class ExtractiveDecoder:
         candidates = [(s.id, sent) for s in scenes for sent in split_clauses(s.text)]
         vectors = self.embedder.embed([sent for _, sent in candidates])
         rank = {s.id: n for n, s in enumerate(scenes)}
-        # Sentence fit to the field, nudged towards stronger scenes.
-        scores = vectors @ field - 0.02 * np.array([rank[sid] for sid, _ in candidates])
-        order = list(np.argsort(-scores))
+        strength = {s.id: s.score for s in scenes}
+        # The strongest formula is the linked path through the field: its scenes speak first.
+        chain = set(formulas[0].chain) if formulas else set()
+        fit = (vectors @ field
+               + SCENE_WEIGHT * np.array([strength[sid] for sid, _ in candidates])
+               + CHAIN_BONUS * np.array([sid in chain for sid, _ in candidates], dtype=np.float32))
         chosen: list[int] = []
-        for i in order:  # one sentence per scene first: each hop gets its say
-            if len(chosen) < self.sentences and candidates[i][0] not in {candidates[j][0] for j in chosen}:
-                chosen.append(i)
-        for i in order:
-            if len(chosen) >= self.sentences:
-                break
-            if i not in chosen:
-                chosen.append(i)
+        while len(chosen) < min(self.sentences, len(candidates)):
+            # Maximal marginal relevance: a sentence that repeats a chosen one adds little,
+            # and a scene already quoted yields to the next hop.
+            redundancy = (vectors @ vectors[chosen].T).max(axis=1) if chosen else np.zeros(len(candidates))
+            quoted = {candidates[j][0] for j in chosen}
+            repeat = np.array([0.2 if sid in quoted else 0.0 for sid, _ in candidates])
+            score = fit - MMR_REDUNDANCY * redundancy - repeat
+            score[chosen] = -np.inf
+            chosen.append(int(np.argmax(score)))
         chosen.sort(key=lambda i: (rank[candidates[i][0]], i))
         answer = " ".join(f"{candidates[i][1]} [{candidates[i][0]}]" for i in chosen)
         citations = list(dict.fromkeys(candidates[i][0] for i in chosen))

@@ -1,0 +1,200 @@
+"""The `scenemind` command: ingest scenes, ask (streaming each step), stats."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LANGGRAPH_NO_VERSION_CHECK", "true")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from state.context import Context  # noqa: E402
+from state.errors import SceneMindError  # noqa: E402
+
+
+def _context(args: argparse.Namespace, **extra: Any) -> Context:
+    given = {k: v for k, v in {"data_dir": args.data_dir, "store_url": args.store_url,
+                                "embedder": args.embedder, **extra}.items() if v is not None}
+    if "data_dir" in given:
+        given["data_dir"] = os.path.abspath(given["data_dir"])
+    return Context(**given)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from adapters.memory import open_memory
+    from adapters.sources import read_sources
+
+    ctx = _context(args)
+    records = read_sources(args.paths)  # every file checked before anything is written
+    mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, create=True)
+    start = time.perf_counter()
+    with tqdm(total=len(records), unit="scene", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
+        report = mem.ingest(records, progress=bar.update)
+    took = time.perf_counter() - start
+    print(f"{report.records} records: {report.added} added, {report.already_present} already present "
+          f"-> {report.scenes} scenes, {report.couplings} couplings in {ctx.data_dir} ({took:.1f}s)")
+    return 0
+
+
+def _title(item: Any) -> str:
+    return (item.title or item.text[:40]).strip()
+
+
+def describe(node: str, update: dict[str, Any], top_k: int) -> str | None:
+    """One readable line (or a few) for a node's update."""
+    if node == "interpret":
+        p = update["parse"]
+        return f"[interpret] {p.language}: {len(p.clauses)} clause(s); entities {p.entities}; terms {p.terms[:8]}"
+    if node == "build_scene":
+        s = update["scene"]
+        return (f"[build_scene] scene {s.id}: {len(s.components)} components, {len(s.couplings)} couplings, "
+                f"delta {s.delta:.2f}")
+    if node in ("resonate", "probe"):
+        woke = sorted(update.get("active", {}).values(), key=lambda r: -r.score)[:top_k]
+        via = woke[0].via if woke else ""
+        head = "[resonate] woke" if node == "resonate" else f"[probe {via}] woke"
+        return head + ": " + "; ".join(f"{_title(r)} ({r.score:.2f})" for r in woke)
+    if node == "expand":
+        probes = update.get("probes") or []
+        if not probes:
+            return "[expand] resolved: no more probes"
+        lines = [f"[expand] depth {probes[0].depth}: {len(probes)} probe(s)"]
+        lines += [f"    - {p.id} [{p.reason}] {p.text[:90]}" for p in probes]
+        return "\n".join(lines)
+    if node == "formulate":
+        fs = update.get("formulas") or []
+        if not fs:
+            return "[formulate] no linked scenes"
+        return "\n".join(f"[formulate] {f.id}: {' -> '.join(f.chain)}\n    {f.summary[:200]}" for f in fs)
+    if node == "crystallize":
+        cs = update.get("crystals") or []
+        return f"[crystallize] crystal {cs[0].id} (seen {cs[0].count}x)" if cs else "[crystallize] field logged"
+    return None
+
+
+def run_ask(question: str, ctx: Context, as_json: bool, out=sys.stdout) -> dict[str, Any]:
+    from graph import graph
+
+    timings: dict[str, float] = {}
+    state: dict[str, Any] = {}
+    last = time.perf_counter()
+    for mode, chunk in graph.stream({"question": question}, context=ctx, stream_mode=["updates", "custom", "values"]):
+        if mode == "values":
+            state = chunk
+            continue
+        if mode == "custom":
+            if chunk.get("event") == "resolved" and not as_json:
+                print(f"[expand] stop: {chunk['reason']}", file=out)
+            continue
+        now = time.perf_counter()
+        for node, update in chunk.items():
+            timings[node] = timings.get(node, 0.0) + (now - last)
+            if not as_json and update:
+                line = describe(node, update, ctx.top_k)
+                if line:
+                    print(line, file=out, flush=True)
+        last = now
+    return {"state": state, "timings": timings}
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    ctx = _context(args, decoder=args.decoder, top_k=args.top_k, max_depth=args.max_depth)
+    run = run_ask(args.question, ctx, args.json)
+    state = run["state"]
+    active = sorted(state.get("active", {}).values(), key=lambda r: -r.score)
+    cited = {r.id: r for r in active}
+    if args.json:
+        print(json.dumps({
+            "question": args.question,
+            "answer": state.get("answer", ""),
+            "citations": [{"id": c, "title": cited[c].title if c in cited else None} for c in state.get("citations", [])],
+            "scenes": [{"id": r.id, "title": r.title, "score": r.score, "via": r.via, "depth": r.depth}
+                       for r in active[: ctx.top_k]],
+            "probes": [p.model_dump(exclude={"vector"}) for p in state.get("probes", [])],
+            "formulas": [f.model_dump(exclude={"vector"}) for f in state.get("formulas", [])],
+            "retrievals": state.get("retrievals", 0),
+            "timings_s": {k: round(v, 4) for k, v in run["timings"].items()},
+        }, ensure_ascii=False))
+        return 0
+    print("\nanswer:\n  " + state.get("answer", ""))
+    print("cited scenes:")
+    for sid in state.get("citations", []):
+        title = cited[sid].title if sid in cited else ""
+        print(f"  {sid}  {title}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from adapters.memory import open_memory
+
+    ctx = _context(args)
+    stats = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url).stats()
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from scenemind_data import DEMO_QUESTION, DEMO_SCENES
+
+    args.paths = [str(DEMO_SCENES)]
+    cmd_ingest(args)
+    args.question = args.question or DEMO_QUESTION
+    print(f"\nask: {args.question}\n")
+    return cmd_ask(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="scenemind", description=__doc__)
+    ap.add_argument("--data-dir", help="store folder (default ./.scenemind or $SCENEMIND_DATA_DIR)")
+    ap.add_argument("--store-url", help="Chroma server URL instead of the embedded store")
+    ap.add_argument("--embedder", help="embedder name or local folder")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="add scenes from jsonl / txt / md / {title,text} json files")
+    ing.add_argument("paths", nargs="+")
+    ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.set_defaults(func=cmd_ingest)
+
+    def ask_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="one JSON object instead of the live trace")
+        p.add_argument("--decoder", help="extractive (default)")
+        p.add_argument("--top-k", type=int, dest="top_k")
+        p.add_argument("--max-depth", type=int, dest="max_depth")
+
+    ask = sub.add_parser("ask", help="think about a question, streaming each step")
+    ask.add_argument("question")
+    ask_options(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    demo = sub.add_parser("demo", help="ingest the bundled demo corpus and ask a two-hop question")
+    demo.add_argument("question", nargs="?")
+    demo.add_argument("--quiet", action="store_true")
+    ask_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser("stats", help="what the store holds")
+    st.set_defaults(func=cmd_stats)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SceneMindError as exc:
+        print(f"scenemind: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

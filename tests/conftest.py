@@ -1,0 +1,45 @@
+"""Shared fixtures: the real embedder and a demo store, built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LANGGRAPH_NO_VERSION_CHECK", "true")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# Tests must not pick up a developer's own settings.
+for _name in list(os.environ):
+    if _name.startswith("SCENEMIND_"):
+        del os.environ[_name]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from adapters.embedder import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory, embedder) -> str:
+    """A data dir holding the bundled demo corpus (300 real passages)."""
+    from adapters.memory import open_memory
+    from adapters.sources import read_sources
+    from scenemind_data import DEMO_SCENES
+
+    data_dir = str(tmp_path_factory.mktemp("demo_store"))
+    open_memory(data_dir, "all-MiniLM-L6-v2", create=True).ingest(read_sources([str(DEMO_SCENES)]))
+    return data_dir
+
+
+@pytest.fixture
+def demo_context(demo_store):
+    from state.context import Context
+
+    return Context(data_dir=demo_store)

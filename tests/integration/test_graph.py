@@ -1,0 +1,111 @@
+"""The compiled graph against a real Chroma store and the real embedder."""
+
+import subprocess
+import sys
+
+import pytest
+
+from adapters.memory import open_memory
+from adapters.sources import read_sources
+from graph import graph
+from scenemind_data import DEMO_QUESTION, DEMO_SCENES
+from state.context import Context
+from state.errors import EmptyInput, InputTooLarge, SceneFileError
+
+pytestmark = pytest.mark.integration
+NODES = {"interpret", "build_scene", "resonate", "expand", "probe", "formulate", "decode", "crystallize"}
+
+
+def titles_of(state, ids):
+    return {state["active"][i].title for i in ids if i in state["active"]}
+
+
+def test_stream_shows_every_node_and_probes_at_depth(demo_context):
+    seen, events = [], []
+    final = None
+    for mode, chunk in graph.stream({"question": DEMO_QUESTION}, context=demo_context,
+                                    stream_mode=["updates", "custom", "values"]):
+        if mode == "updates":
+            seen.extend(chunk)
+        elif mode == "custom":
+            events.append(chunk)
+        else:
+            final = chunk
+    assert NODES <= set(seen)
+    assert seen[:3] == ["interpret", "build_scene", "resonate"] and seen[-1] == "crystallize"
+    assert any(e["event"] == "probes" and e["depth"] == 1 for e in events)
+    assert final["answer"] and final["citations"]
+    assert final["retrievals"] <= demo_context.retrieval_budget
+    assert max(p.depth for p in final["probes"]) <= demo_context.max_depth
+
+
+def test_two_hop_question_cites_both_supporting_scenes(demo_context):
+    out = graph.invoke({"question": DEMO_QUESTION}, context=demo_context)
+    assert {"Gaby: A True Story", "Luis Mandoki"} <= titles_of(out, out["citations"])
+    for sid in out["citations"]:
+        assert f"[{sid}]" in out["answer"]
+
+
+def test_second_two_hop_question(demo_context):
+    out = graph.invoke({"question": "When was the director of the film The Goose Woman born?"}, context=demo_context)
+    assert {"The Goose Woman", "Clarence Brown"} <= titles_of(out, out["citations"])
+
+
+def test_formulas_are_written_back_and_recurring_field_crystallises(tmp_path, embedder):
+    data_dir = str(tmp_path / "store")
+    mem = open_memory(data_dir, "all-MiniLM-L6-v2", create=True)
+    mem.ingest(read_sources([str(DEMO_SCENES)]))
+    ctx = Context(data_dir=data_dir)
+    first = graph.invoke({"question": DEMO_QUESTION}, context=ctx)
+    assert first["formulas"] and mem.store.count("formulas") >= 1
+    assert first["crystals"] == [] and mem.store.count("crystals") == 0
+    second = graph.invoke({"question": DEMO_QUESTION}, context=ctx)
+    assert len(second["crystals"]) == 1 and second["crystals"][0].count == 2
+    third = graph.invoke({"question": DEMO_QUESTION}, context=ctx)
+    assert third["crystals"][0].id == second["crystals"][0].id and third["crystals"][0].count == 3
+    assert mem.store.count("crystals") == 1
+
+
+def test_ingesting_twice_adds_nothing(demo_store):
+    mem = open_memory(demo_store, "all-MiniLM-L6-v2")
+    before = mem.stats()
+    report = mem.ingest(read_sources([str(DEMO_SCENES)]))
+    assert report.added == 0 and report.already_present == 300
+    assert mem.stats()["scenes"] == before["scenes"] == 300
+    assert mem.stats()["couplings"] == before["couplings"]
+
+
+@pytest.mark.parametrize("question,error", [("", EmptyInput), ("  \n ", EmptyInput), ("x" * 1_000_000, InputTooLarge)])
+def test_bad_questions_raise_domain_errors(demo_context, question, error):
+    with pytest.raises(error):
+        graph.invoke({"question": question}, context=demo_context)
+
+
+def test_bad_ingest_file_writes_nothing_and_cli_names_the_line(tmp_path, demo_store):
+    bad = tmp_path / "scenes.jsonl"
+    bad.write_bytes(b'{"text": "A perfectly fine new scene about Zanzibar."}\n{"text": "broken\n')
+    data_dir = tmp_path / "fresh"
+    run = subprocess.run([sys.executable, "-m", "graph.cli", "--data-dir", str(data_dir), "ingest", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert f"{bad}:2: broken JSON" in run.stderr and "Traceback" not in run.stderr
+    assert not data_dir.exists()  # nothing was written, not even the good line
+    with pytest.raises(SceneFileError):
+        read_sources([str(bad)])
+
+
+def test_cli_empty_question_is_one_clear_line(demo_store):
+    run = subprocess.run([sys.executable, "-m", "graph.cli", "--data-dir", demo_store, "ask", "   "],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "question is empty" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_ask_json(demo_store):
+    import json
+
+    run = subprocess.run([sys.executable, "-m", "graph.cli", "--data-dir", demo_store, "ask", "--json", DEMO_QUESTION],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["answer"] and {c["title"] for c in out["citations"]} >= {"Gaby: A True Story", "Luis Mandoki"}
+    assert set(out["timings_s"]) >= {"interpret", "resonate", "decode"}

@@ -1,0 +1,141 @@
+"""An ingest killed with SIGKILL half-way, then rerun, ends exactly like a clean run.
+
+Nothing lost, nothing doubled: the scene ids in Chroma and the (scene, key) rows
+of the couplings index are compared set for set with a clean ingest of the
+same file. The input is generated from the bundled demo corpus (no outside
+data), shortened so that a full ingest takes seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.memory import INGEST_BATCH
+from adapters.sources import read_sources
+from scenemind_data import DEMO_SCENES
+
+pytestmark = pytest.mark.integration
+
+SCENEMIND = str(Path(sys.executable).with_name("scenemind"))
+COPIES = 5  # 300 demo passages x 5 = 1,500 distinct scenes, about six ingest batches
+TEXT_CHARS = 160
+
+
+@pytest.fixture(scope="module")
+def scenes_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("kill_input") / "scenes.jsonl"
+    demo = [json.loads(line) for line in DEMO_SCENES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(1, COPIES + 1):
+            for rec in demo:
+                text = f"{rec['text'][:TEXT_CHARS].strip()} (copy {n})"
+                out.write(json.dumps({"title": rec["title"], "text": text, "meta": rec.get("meta", {})}) + "\n")
+    return path
+
+
+def _ingest(data_dir: Path, scenes: Path) -> subprocess.Popen:
+    return subprocess.Popen([SCENEMIND, "--data-dir", str(data_dir), "ingest", str(scenes), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _indexed_scenes(data_dir: Path) -> int:
+    db_path = data_dir / "couplings.sqlite"
+    if not db_path.exists():
+        return 0
+    try:
+        with sqlite3.connect(str(db_path), timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM scene").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return 0
+
+
+def _couplings(data_dir: Path) -> tuple[set[str], set[tuple[str, str]]]:
+    db = sqlite3.connect(str(data_dir / "couplings.sqlite"))
+    try:
+        scenes = {r[0] for r in db.execute("SELECT id FROM scene")}
+        keys = set(db.execute("SELECT scene_id, key FROM scene_key").fetchall())
+        # A primary key forbids doubles already; check the raw row count anyway.
+        assert db.execute("SELECT COUNT(*) FROM scene_key").fetchone()[0] == len(keys)
+    finally:
+        db.close()
+    return scenes, keys
+
+
+def _chroma_ids(data_dir: Path) -> list[str]:
+    """All scene ids in the embedded store, read in a fresh client (no cached system between reads)."""
+    import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
+    from chromadb.config import Settings
+
+    try:
+        client = chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=Settings(anonymized_telemetry=False))
+        return list(client.get_collection("scenemind_scenes", embedding_function=None).get(include=[])["ids"])
+    finally:
+        SharedSystemClient.clear_system_cache()
+
+
+def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file):
+    expected = {rec.scene_id for rec in read_sources([str(scenes_file)])}
+    assert len(expected) == 300 * COPIES
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+
+    # 1. Start an ingest and SIGKILL it once some, but not all, batches are in.
+    proc = _ingest(killed_dir, scenes_file)
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            done = _indexed_scenes(killed_dir)
+            if done >= INGEST_BATCH:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            assert proc.poll() is None, f"ingest ended before it could be killed: {proc.communicate()}"
+            assert time.monotonic() < deadline, "ingest made no progress"
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    partial_index, _ = _couplings(killed_dir)
+    partial_store = set(_chroma_ids(killed_dir))
+    assert INGEST_BATCH <= len(partial_index) < len(expected), "the kill must leave a partial store"
+    assert len(partial_store) < len(expected)
+    # Couplings are written only after their vectors: every indexed scene has its vector.
+    assert partial_index <= partial_store <= expected
+
+    # 2. Rerun to completion; 3. a clean run into a second dir.
+    outputs = {}
+    for data_dir in (killed_dir, clean_dir):
+        run = _ingest(data_dir, scenes_file)
+        outputs[data_dir], err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    # The rerun writes only what the killed run left unfinished.
+    resumed = len(expected) - len(partial_index)
+    assert f"{resumed} added, {len(partial_index)} already present" in outputs[killed_dir]
+    assert f"{len(expected)} added, 0 already present" in outputs[clean_dir]
+
+    # 4. Same scenes and couplings, each exactly once.
+    killed_ids, clean_ids = _chroma_ids(killed_dir), _chroma_ids(clean_dir)
+    assert len(killed_ids) == len(set(killed_ids)) == len(expected)
+    assert set(killed_ids) == set(clean_ids) == expected
+    killed_scenes, killed_keys = _couplings(killed_dir)
+    clean_scenes, clean_keys = _couplings(clean_dir)
+    assert killed_scenes == clean_scenes == expected
+    assert killed_keys == clean_keys
+    assert {sid for sid, _ in killed_keys} == expected  # every scene got its keys
+
+    # A third run over the healed store adds nothing.
+    again = _ingest(killed_dir, scenes_file)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"0 added, {len(expected)} already present" in out
