@@ -8,6 +8,7 @@ the store or the couplings index is (re)written, nothing present is doubled.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,12 @@ def passage_text(title: str | None, text: str) -> str:
     return f"{title}\n{text}" if title else text
 
 
+def _finish(pending: tuple[Future, int], progress: Callable[[int], None] | None) -> None:
+    pending[0].result()
+    if progress:
+        progress(pending[1])
+
+
 class Memory:
     def __init__(self, data_dir: str, embedder: Embedder, store_url: str = "", create: bool = False):
         self.data_dir = Path(data_dir)
@@ -58,18 +65,24 @@ class Memory:
             todo = [sid for sid in ids if sid not in in_store or sid not in in_index]
             if progress:
                 progress(len(ids) - len(todo))
-            for start in range(0, len(todo), INGEST_BATCH):
-                batch = [unique[sid] for sid in todo[start : start + INGEST_BATCH]]
-                self._write_batch(batch, in_store)
-                if progress:
-                    progress(len(batch))
+            # Pipeline: the next batch is embedded while a writer thread stores the previous one
+            # (torch releases the GIL), so ingest runs at about the embedder's own speed.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scene-writer") as writer:
+                pending: tuple[Future, int] | None = None  # the batch being written, and its size
+                for start in range(0, len(todo), INGEST_BATCH):
+                    batch = [unique[sid] for sid in todo[start : start + INGEST_BATCH]]
+                    need = [r for r in batch if r.scene_id not in in_store]
+                    vectors = self.embedder.embed([passage_text(r.title, r.text) for r in need])
+                    if pending is not None:
+                        _finish(pending, progress)  # surfaces a write error before more work is queued
+                    pending = (writer.submit(self._write_batch, batch, need, vectors), len(batch))
+                if pending is not None:
+                    _finish(pending, progress)
         scenes, links = self.couplings.count()
         return IngestReport(len(records), len(todo), len(ids) - len(todo), self.store.count(), links)
 
-    def _write_batch(self, batch: list[SceneRecord], in_store: set[str]) -> None:
-        need = [r for r in batch if r.scene_id not in in_store]
+    def _write_batch(self, batch: list[SceneRecord], need: list[SceneRecord], vectors: np.ndarray) -> None:
         if need:
-            vectors = self.embedder.embed([passage_text(r.title, r.text) for r in need])
             self.store.upsert(
                 [r.scene_id for r in need], vectors, [r.text for r in need],
                 [{**{k: v for k, v in r.meta.items() if isinstance(v, (str, int, float, bool))},

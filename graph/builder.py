@@ -18,23 +18,30 @@ from state.context import Context
 from state.thinking import ThinkingState
 
 
-def build_graph(checkpointer: Checkpointer = None):
-    """START → interpret → build_scene → resonate → expand ⇄ probe… → formulate → decode → crystallize → END."""
+def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False):
+    """START → interpret → build_scene → resonate → expand ⇄ probe… → formulate → decode → crystallize → END.
+
+    `retrieval_only` ends the run where the field has settled (after the last expansion):
+    what the multi-hop evaluation measures, with nothing written back to memory.
+    """
     builder = StateGraph(ThinkingState, context_schema=Context)
     builder.add_node("interpret", interpret)
     builder.add_node("build_scene", build_scene)
     builder.add_node("resonate", resonate)
     builder.add_node("expand", expand)
     builder.add_node("probe", probe, input_schema=ProbeTask)
-    builder.add_node("formulate", formulate)
-    builder.add_node("decode", decode)
-    builder.add_node("crystallize", crystallize)
     builder.add_edge(START, "interpret")
     builder.add_edge("interpret", "build_scene")
     builder.add_edge("build_scene", "resonate")
     builder.add_edge("resonate", "expand")
-    builder.add_conditional_edges("expand", after_expand, ["probe", "formulate"])
     builder.add_edge("probe", "expand")  # every probe of a depth finishes before the next expansion
+    if retrieval_only:
+        builder.add_conditional_edges("expand", after_expand, {"probe": "probe", "formulate": END})
+        return builder.compile(checkpointer=checkpointer, name="scenemind-retrieval")
+    builder.add_node("formulate", formulate)
+    builder.add_node("decode", decode)
+    builder.add_node("crystallize", crystallize)
+    builder.add_conditional_edges("expand", after_expand, ["probe", "formulate"])
     builder.add_edge("formulate", "decode")
     builder.add_edge("decode", "crystallize")
     builder.add_edge("crystallize", END)

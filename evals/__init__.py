@@ -1,0 +1,1 @@
+"""Measurements that print numbers and write evals/RESULTS.md sections and PNG plots."""

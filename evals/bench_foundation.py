@@ -1,0 +1,125 @@
+"""Foundation benchmark: ingest throughput vs the raw embedder, and `ask` latency per node.
+
+    python -m evals.bench_foundation [--questions 30] [--json]
+
+Ingest: the demo corpus (or --corpus FILE) into a fresh store; divided by the raw
+embedder's throughput on the same passage texts in the same process (goal >= 0.9).
+Ask: two-hop questions built from the demo corpus's film -> director pairs, each run
+through the compiled graph; per-node wall time from the `tasks` stream (parallel probe
+tasks are summed per run), p50/p95 per node and in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from adapters.memory import Memory, passage_text
+from adapters.embedder import load_embedder
+from adapters.sources import read_sources
+from scenemind_data import DEMO_SCENES
+
+
+def ingest_ratio(corpus: str, data_dir: Path) -> dict[str, float]:
+    records = read_sources([corpus])
+    embedder = load_embedder()
+    texts = [passage_text(r.title, r.text) for r in records]
+    embedder.embed(texts[:32])  # warm both paths equally
+    start = time.perf_counter()
+    embedder.embed(texts)
+    raw = time.perf_counter() - start
+    mem = Memory(str(data_dir), embedder, create=True)
+    start = time.perf_counter()
+    mem.ingest(records)
+    full = time.perf_counter() - start
+    return {"passages": len(records), "raw_per_s": len(records) / raw, "ingest_per_s": len(records) / full,
+            "ratio": raw / full}
+
+
+def demo_questions(n: int) -> list[str]:
+    rows = [json.loads(line) for line in DEMO_SCENES.read_text().splitlines()]
+    films = [r["title"] for r in rows[:120:2]]  # the slice starts with film, director pairs
+    return [f"Where was the director of the film {t} born?" for t in films[:n]]
+
+
+def ask_latency(data_dir: Path, questions: list[str]) -> dict[str, dict[str, float]]:
+    from graph import graph
+    from state.context import Context
+
+    ctx = Context(data_dir=str(data_dir))
+    graph.invoke({"question": questions[0]}, context=ctx)  # warm-up: loads nothing new afterwards
+    per_node: dict[str, list[float]] = defaultdict(list)
+    for n, q in enumerate(questions, 1):
+        started: dict[str, float] = {}
+        spent: dict[str, float] = defaultdict(float)
+        t0 = time.perf_counter()
+        for ev in graph.stream({"question": q}, context=ctx, stream_mode="tasks"):
+            now = time.perf_counter()
+            if "result" in ev or "error" in ev:
+                spent[ev["name"]] += now - started.pop(ev["id"], now)
+            else:
+                started[ev["id"]] = now
+        spent["total"] = time.perf_counter() - t0
+        for node, s in spent.items():
+            per_node[node].append(s)
+        print(f"\rask {n}/{len(questions)}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return {node: {"p50_ms": float(np.percentile(v, 50) * 1000), "p95_ms": float(np.percentile(v, 95) * 1000)}
+            for node, v in per_node.items()}
+
+
+def plot(latency: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nodes = [n for n in latency if n != "total"]
+    x = np.arange(len(nodes))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(x - 0.2, [latency[n]["p50_ms"] for n in nodes], 0.4, label="p50")
+    ax.bar(x + 0.2, [latency[n]["p95_ms"] for n in nodes], 0.4, label="p95")
+    ax.set_xticks(x, nodes, rotation=20)
+    ax.set_ylabel("ms per run")
+    ax.set_title(f"scenemind ask latency per node (total p50 {latency['total']['p50_ms']:.0f} ms)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default=str(DEMO_SCENES))
+    ap.add_argument("--questions", type=int, default=30)
+    ap.add_argument("--plot", default=str(Path(__file__).with_name("ask_latency.png")))
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="scenemind-bench-"))
+    try:
+        ingest = ingest_ratio(args.corpus, tmp / "store")
+        print(f"ingest {ingest['passages']} passages: {ingest['ingest_per_s']:.1f}/s vs raw embedder "
+              f"{ingest['raw_per_s']:.1f}/s -> ratio {ingest['ratio']:.3f}")
+        latency = ask_latency(tmp / "store", demo_questions(args.questions))
+        print("| node | p50 ms | p95 ms |\n|---|---|---|")
+        for node, v in latency.items():
+            print(f"| {node} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} |")
+        if args.plot:
+            plot(latency, Path(args.plot))
+            print(f"plot: {args.plot}")
+        if args.json:
+            print(json.dumps({"ingest": ingest, "latency": latency}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
