@@ -20,6 +20,7 @@ from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import compose_scene, parse
 from adapters.scene_store import SceneStore
 from adapters.sources import SceneRecord
+from state.errors import StoreUnavailable
 from state.models import Recalled
 
 INGEST_BATCH = 256
@@ -131,6 +132,10 @@ _open_lock = threading.Lock()
 def open_memory(data_dir: str, embedder: str, store_url: str = "", create: bool = False) -> Memory:
     """The process-wide Memory for these settings (built on first use)."""
     key = (str(Path(data_dir).resolve()), store_url, embedder)
+    if not create and not store_url and not Path(data_dir).exists():
+        # Fail before loading any model: a missing store is a one-line answer, not a 10 s wait.
+        raise StoreUnavailable(f"no scene store at {data_dir}: run `scenemind ingest FILE...` first "
+                               "or point SCENEMIND_DATA_DIR at an existing store")
     with _open_lock:
         if key not in _open:
             _open[key] = Memory(data_dir, load_embedder(embedder), store_url=store_url, create=create)

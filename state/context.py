@@ -12,15 +12,12 @@ import os
 from dataclasses import dataclass, field, fields
 
 
-def _default_data_dir() -> str:
-    return os.path.abspath(".scenemind")
-
-
 @dataclass(kw_only=True)
 class Context:
+    # Relative on purpose: resolving it here would call getcwd inside the LangGraph server's event loop.
     data_dir: str = field(
-        default_factory=_default_data_dir,
-        metadata={"description": "Folder holding the scene store, couplings and crystals."},
+        default=".scenemind",
+        metadata={"description": "Folder holding the scene store, couplings and crystals (relative to the cwd)."},
     )
     store_url: str = field(
         default="",
@@ -50,7 +47,26 @@ class Context:
     max_input_chars: int = field(default=20_000, metadata={"description": "Longest question accepted."})
     decoder: str = field(
         default="extractive",
-        metadata={"description": "extractive | hf:/path/to/model | openai:http://host/v1"},
+        metadata={"description": "extractive | hf:/path/to/model | openai:http://host/v1 | field:/path/to/field-decoder"},
+    )
+    decoder_model: str = field(
+        default="",
+        metadata={"description": "Model name for an openai: endpoint (empty: the first model the endpoint lists)."},
+    )
+    decoder_adapter: str = field(
+        default="", metadata={"description": "peft (LoRA) adapter folder loaded onto an hf: decoder."}
+    )
+    decoder_quantize: str = field(
+        default="", metadata={"description": "4bit | 8bit: load an hf: decoder through bitsandbytes (empty: full)."}
+    )
+    max_new_tokens: int = field(default=256, metadata={"description": "Most tokens a model decoder may generate."})
+    decoder_timeout_s: float = field(
+        default=60.0, metadata={"description": "Seconds a model decoder (or endpoint) may take to answer."}
+    )
+    interpreter: str = field(
+        default="",
+        metadata={"description": "Empty: rule-based scenes. Else a `scenemind train interpreter` adapter folder "
+                                 "(or hf:/path/to/model) that writes the question's scene as JSON."},
     )
 
     def __post_init__(self) -> None:
@@ -58,7 +74,7 @@ class Context:
             env = os.environ.get(f"SCENEMIND_{f.name.upper()}")
             if env is None:
                 continue
-            default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+            default = f.default
             if getattr(self, f.name) != default:
                 continue  # an explicit value wins over the environment
             kind = type(default)

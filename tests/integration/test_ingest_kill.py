@@ -3,7 +3,8 @@
 Nothing lost, nothing doubled: the scene ids in Chroma and the (scene, key) rows
 of the couplings index are compared set for set with a clean ingest of the
 same file. The input is generated from the bundled demo corpus (no outside
-data), shortened so that a full ingest takes seconds on two cores.
+data): 600 distinct short scenes, three ingest batches, so the test stays
+quick on two cores.
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from adapters.memory import INGEST_BATCH
+from adapters.memory import INGEST_BATCH, Memory
 from adapters.sources import read_sources
 from scenemind_data import DEMO_SCENES
 
 pytestmark = pytest.mark.integration
 
 SCENEMIND = str(Path(sys.executable).with_name("scenemind"))
-COPIES = 5  # 300 demo passages x 5 = 1,500 distinct scenes, about six ingest batches
-TEXT_CHARS = 160
+COPIES = 2  # 300 demo passages x 2 = 600 distinct scenes: batches of 256, 256 and 88
+TEXT_CHARS = 80
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def _indexed_scenes(data_dir: Path) -> int:
     if not db_path.exists():
         return 0
     try:
-        with sqlite3.connect(str(db_path), timeout=5) as db:
+        with closing(sqlite3.connect(str(db_path), timeout=5)) as db:
             return db.execute("SELECT COUNT(*) FROM scene").fetchone()[0]
     except sqlite3.OperationalError:  # the schema is not written yet
         return 0
@@ -71,19 +73,25 @@ def _couplings(data_dir: Path) -> tuple[set[str], set[tuple[str, str]]]:
 
 
 def _chroma_ids(data_dir: Path) -> list[str]:
-    """All scene ids in the embedded store, read in a fresh client (no cached system between reads)."""
+    """All scene ids in the embedded store (open it in this process only once no one writes to it any more)."""
     import chromadb
-    from chromadb.api.shared_system_client import SharedSystemClient
     from chromadb.config import Settings
 
-    try:
-        client = chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=Settings(anonymized_telemetry=False))
-        return list(client.get_collection("scenemind_scenes", embedding_function=None).get(include=[])["ids"])
-    finally:
-        SharedSystemClient.clear_system_cache()
+    client = chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=Settings(anonymized_telemetry=False))
+    return list(client.get_collection("scenemind_scenes", embedding_function=None).get(include=[])["ids"])
 
 
-def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file):
+def _chroma_ids_elsewhere(data_dir: Path) -> list[str]:
+    """The same, read in a child process, so that this process caches no Chroma client for a store still in use."""
+    code = ("import json, sys, chromadb; from chromadb.config import Settings; "
+            "c = chromadb.PersistentClient(path=sys.argv[1], settings=Settings(anonymized_telemetry=False)); "
+            "print(json.dumps(c.get_collection('scenemind_scenes', embedding_function=None).get(include=[])['ids']))")
+    out = subprocess.run([sys.executable, "-c", code, str(data_dir / "chroma")], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file, embedder):
     expected = {rec.scene_id for rec in read_sources([str(scenes_file)])}
     assert len(expected) == 300 * COPIES
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
@@ -107,22 +115,21 @@ def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file):
     assert proc.returncode == -signal.SIGKILL
 
     partial_index, _ = _couplings(killed_dir)
-    partial_store = set(_chroma_ids(killed_dir))
+    partial_store = set(_chroma_ids_elsewhere(killed_dir))
     assert INGEST_BATCH <= len(partial_index) < len(expected), "the kill must leave a partial store"
     assert len(partial_store) < len(expected)
     # Couplings are written only after their vectors: every indexed scene has its vector.
     assert partial_index <= partial_store <= expected
 
-    # 2. Rerun to completion; 3. a clean run into a second dir.
-    outputs = {}
-    for data_dir in (killed_dir, clean_dir):
-        run = _ingest(data_dir, scenes_file)
-        outputs[data_dir], err = run.communicate(timeout=300)
-        assert run.returncode == 0, err
-    # The rerun writes only what the killed run left unfinished.
-    resumed = len(expected) - len(partial_index)
-    assert f"{resumed} added, {len(partial_index)} already present" in outputs[killed_dir]
-    assert f"{len(expected)} added, 0 already present" in outputs[clean_dir]
+    # 2. Rerun the CLI to completion: it writes only what the killed run left unfinished.
+    rerun = _ingest(killed_dir, scenes_file)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert f"{len(expected) - len(partial_index)} added, {len(partial_index)} already present" in out
+
+    # 3. A clean run into a second dir (in this process, with the session's embedder).
+    clean = Memory(str(clean_dir), embedder, create=True).ingest(read_sources([str(scenes_file)]))
+    assert (clean.added, clean.already_present, clean.scenes) == (len(expected), 0, len(expected))
 
     # 4. Same scenes and couplings, each exactly once.
     killed_ids, clean_ids = _chroma_ids(killed_dir), _chroma_ids(clean_dir)
@@ -134,8 +141,14 @@ def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file):
     assert killed_keys == clean_keys
     assert {sid for sid, _ in killed_keys} == expected  # every scene got its keys
 
-    # A third run over the healed store adds nothing.
-    again = _ingest(killed_dir, scenes_file)
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
-    assert f"0 added, {len(expected)} already present" in out
+    # Another run over the healed store adds nothing.
+    again_mem = Memory(str(killed_dir), embedder)
+    again = again_mem.ingest(read_sources([str(scenes_file)]))
+    assert (again.added, again.already_present, again.scenes) == (0, len(expected), len(expected))
+    assert again.couplings == len(clean_keys)
+    # The vector index survived the kill: a scene from the first (pre-kill) batch and one written
+    # by the rerun are each their own nearest neighbour.
+    store = again_mem.fetch([sorted(partial_index)[0], sorted(expected - partial_store)[0]])
+    assert len(store) == 2
+    for sid, item in store.items():
+        assert again_mem.dense(item["vector"][None, :], k=1)[0][0].id == sid

@@ -1,0 +1,137 @@
+"""The graph served by `langgraph dev` (what LangGraph Studio talks to) runs end to end over HTTP.
+
+A real in-memory LangGraph server is started from `langgraph.json` at the repo
+root, on a free port, over a copy of the demo store (the server's run writes
+formulas and crystals; the session's shared store must not be written by a
+second process). One run is streamed through `langgraph_sdk`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+LANGGRAPH = str(Path(sys.executable).with_name("langgraph"))
+QUESTION = "Where was the director of the film Gaby: A True Story born?"
+STARTUP_TIMEOUT_S = 90
+STEPS = ("interpret", "resonate", "expand", "formulate", "decode")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ok", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM the server's whole process group, SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(demo_store, tmp_path_factory):
+    """(url, startup seconds) of a `langgraph dev` server over a copy of the demo store."""
+    assert (ROOT / "langgraph.json").exists(), "langgraph.json at the repo root is what `langgraph dev` serves"
+    work = tmp_path_factory.mktemp("langgraph_server")
+    data_dir = work / "store"
+    shutil.copytree(demo_store, data_dir)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCENEMIND_")}
+    env.update(LANGGRAPH_NO_VERSION_CHECK="true", SCENEMIND_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
+    log_path = work / "server.log"
+    with log_path.open("w") as log:
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            [LANGGRAPH, "dev", "--no-browser", "--port", str(port), "--host", "127.0.0.1"],
+            cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        while not _ready(url):
+            if proc.poll() is not None:
+                pytest.fail(f"langgraph dev exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            if time.monotonic() - start > STARTUP_TIMEOUT_S:
+                pytest.fail(f"langgraph dev not ready after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.25)
+        startup = time.monotonic() - start
+        print(f"\nlanggraph dev ready in {startup:.1f}s")
+        yield url, startup, log_path
+    finally:
+        _stop(proc)
+
+
+def test_langgraph_dev_streams_a_run_of_scenemind(server):
+    from langgraph_sdk import get_sync_client
+
+    url, startup, log_path = server
+    client = get_sync_client(url=url, api_key=None)
+    assert any(a["graph_id"] == "scenemind" for a in client.assistants.search(graph_id="scenemind"))
+
+    thread = client.threads.create()
+    started = time.monotonic()
+    updated: list[str] = []
+    final: dict = {}
+    errors: list = []
+    for part in client.runs.stream(thread["thread_id"], "scenemind", input={"question": QUESTION},
+                                   stream_mode=["updates", "values"]):
+        if part.event == "updates":
+            updated.extend(part.data)
+        elif part.event == "values":
+            final = part.data
+        elif part.event == "error":
+            errors.append(part.data)
+    took = time.monotonic() - started
+    print(f"run streamed in {took:.1f}s; steps: {updated}")
+    assert not errors, f"{errors}\n{log_path.read_text()[-4000:]}"
+
+    for step in STEPS:
+        assert step in updated, f"no update from {step}: got {updated}"
+    assert updated.index("interpret") < updated.index("resonate") < updated.index("formulate") \
+        < updated.index("decode")
+
+    # What the stream ended with is what the thread keeps.
+    values = client.threads.get_state(thread["thread_id"])["values"]
+    for state in (final, values):
+        assert isinstance(state.get("answer"), str) and state["answer"].strip()
+        assert isinstance(state.get("citations"), list) and state["citations"]
+    assert values["answer"] == final["answer"] and values["citations"] == final["citations"]
+    # Two hops: the film's passage names the director, the director's passage holds the birthplace.
+    cited = set(values["citations"])
+    assert _scene_id("Gaby: A True Story") in cited and _scene_id("Luis Mandoki") in cited, values["answer"]
+
+
+def _scene_id(title: str) -> str:
+    from adapters.sources import read_sources
+    from scenemind_data import DEMO_SCENES
+
+    return next(r.scene_id for r in read_sources([str(DEMO_SCENES)]) if r.title == title)
