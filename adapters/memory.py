@@ -53,6 +53,15 @@ class Memory:
         self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create)
         self.couplings = CouplingIndex(self.data_dir / "couplings.sqlite")
         self._write_lock = threading.Lock()
+        if store_url and not create:
+            # With a Chroma server the couplings index stays a SQLite file beside the data dir: a process
+            # pointed at the wrong folder would otherwise think without couplings and say nothing.
+            scenes, indexed = self.store.count(), self.couplings.count()[0]
+            if scenes and not indexed:
+                raise StoreUnavailable(
+                    f"the Chroma server at {store_url} holds {scenes} scenes but {self.data_dir / 'couplings.sqlite'} "
+                    "indexes none: point --data-dir / SCENEMIND_DATA_DIR at the folder the ingest used "
+                    "(every process sharing this store must share that folder)")
 
     # --- writing -------------------------------------------------------------------------
     def ingest(self, records: Sequence[SceneRecord], progress: Callable[[int], None] | None = None) -> IngestReport:

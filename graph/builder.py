@@ -5,6 +5,7 @@ from __future__ import annotations
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer
 
+from adapters.agent_client import AGENT_RETRY, remote_capable
 from graph.routers import after_expand
 from nodes.build_scene import build_scene
 from nodes.crystallize import crystallize
@@ -25,11 +26,17 @@ def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False)
     what the multi-hop evaluation measures, with nothing written back to memory.
     """
     builder = StateGraph(ThinkingState, context_schema=Context)
-    builder.add_node("interpret", interpret)
-    builder.add_node("build_scene", build_scene)
-    builder.add_node("resonate", resonate)
-    builder.add_node("expand", expand)
-    builder.add_node("probe", probe, input_schema=ProbeTask)
+
+    def add(name: str, fn, **kwargs) -> None:
+        # Any node may run in an agent service (Context.agents); the retry policy matches only
+        # agent connection errors and 5xx, so in-process nodes never retry.
+        builder.add_node(name, remote_capable(name, fn), retry_policy=AGENT_RETRY, **kwargs)
+
+    add("interpret", interpret)
+    add("build_scene", build_scene)
+    add("resonate", resonate)
+    add("expand", expand)
+    add("probe", probe, input_schema=ProbeTask)
     builder.add_edge(START, "interpret")
     builder.add_edge("interpret", "build_scene")
     builder.add_edge("build_scene", "resonate")
@@ -38,9 +45,9 @@ def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False)
     if retrieval_only:
         builder.add_conditional_edges("expand", after_expand, {"probe": "probe", "formulate": END})
         return builder.compile(checkpointer=checkpointer, name="scenemind-retrieval")
-    builder.add_node("formulate", formulate)
-    builder.add_node("decode", decode)
-    builder.add_node("crystallize", crystallize)
+    add("formulate", formulate)
+    add("decode", decode)
+    add("crystallize", crystallize)
     builder.add_conditional_edges("expand", after_expand, ["probe", "formulate"])
     builder.add_edge("formulate", "decode")
     builder.add_edge("decode", "crystallize")

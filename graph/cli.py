@@ -182,6 +182,12 @@ def parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stats", help="what the store holds")
     st.set_defaults(func=cmd_stats)
+
+    from graph.chat_cli import register as register_chat
+    from graph.serve_cli import register as register_serve
+
+    register_chat(sub)
+    register_serve(sub)
     return ap
 
 

@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 from adapters.lexicon import compose_scene
 from nodes.resources import memory, settings
@@ -22,4 +23,8 @@ def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     # Delta: how far this scene moves the field it arrives in (1.0 when the field is empty).
     delta = 1.0 - float(np.dot(vector, state.field)) if len(state.field) == len(vector) else 1.0
     scene = scene.model_copy(update={"vector": vector.tolist(), "delta": delta})
-    return {"scene": scene, "field": scene.vector, "depth": 0, "frontier": []}
+    # A new question is a new turn: on a checkpointed thread the accumulating fields would carry the last
+    # turn's probes and spent retrieval budget, so they restart here (a fresh run starts at these values anyway).
+    # The field and the active scenes do carry: they are what the conversation has woken so far.
+    turn = {"retrievals": Overwrite(0), "probes": Overwrite([]), "covered": Overwrite([]), "pending": []}
+    return {"scene": scene, "field": scene.vector, "depth": 0, "frontier": [], **turn}

@@ -8,8 +8,11 @@ per process from these settings.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
+
+from state.errors import SettingsError
 
 
 @dataclass(kw_only=True)
@@ -69,13 +72,37 @@ class Context:
                                  "(or hf:/path/to/model) that writes the question's scene as JSON."},
     )
 
+    agents: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"description": "Node or agent name -> agent service URL (`scenemind serve AGENT`); those nodes "
+                                 "run there instead of in this process. Env: SCENEMIND_AGENTS as a JSON object."},
+    )
+    agent_timeout_s: float = field(
+        default=60.0, metadata={"description": "Seconds one call to an agent service may take."}
+    )
+
     def __post_init__(self) -> None:
         for f in fields(self):
             env = os.environ.get(f"SCENEMIND_{f.name.upper()}")
             if env is None:
                 continue
-            default = f.default
+            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
             if getattr(self, f.name) != default:
                 continue  # an explicit value wins over the environment
             kind = type(default)
+            if kind is dict:
+                setattr(self, f.name, _json_map(f.name, env))
+                continue
             setattr(self, f.name, kind(env) if kind in (int, float) else env)
+
+
+def _json_map(name: str, text: str) -> dict[str, str]:
+    """A `{"name": "url"}` env value; anything else is refused with an example."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise SettingsError(f"SCENEMIND_{name.upper()} must be a JSON object of names to URLs, e.g. "
+                            f'{{"resonator": "http://127.0.0.1:8101"}}; got {text[:80]!r}')
+    return value

@@ -36,3 +36,19 @@ class ModelNotFound(SceneMindError, FileNotFoundError):
 
 class StoreUnavailable(SceneMindError):
     """The scene store (folder or server) cannot be opened."""
+
+
+class AgentUnavailable(SceneMindError):
+    """An agent service is down, times out or answers 5xx; names the agent and its URL."""
+
+    def __init__(self, message: str, retriable: bool = True):
+        super().__init__(message)
+        self.retriable = retriable  # connection errors and 5xx are retried; a timed-out write is not
+
+
+class AgentRefused(SceneMindError, ValueError):
+    """An agent service refused a request (bad token, bad body); its reason is in the message."""
+
+
+class SettingsError(SceneMindError, ValueError):
+    """A setting cannot work as given (bad SCENEMIND_AGENTS, a public address without a token ...)."""
