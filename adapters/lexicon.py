@@ -31,16 +31,22 @@ _STOP_RU = set(
     иногда лучше чуть том нельзя такой им более всегда конечно всю между это эта""".split()
 )
 # Lowercase words allowed inside a capitalised span ("University of Copenhagen", "Ludwig van Beethoven").
-_CONNECTORS = {"of", "de", "da", "del", "della", "di", "van", "von", "der", "den", "la", "le", "du", "the", "and", "y"}
+_CONNECTORS = {"of", "the", "and", "de", "la", "le", "von", "van", "der", "den", "du", "for", "&", "y", "di", "da",
+               "del", "della", "on", "in", "и"}
+# Words that are capitalised only because they start a sentence or are generic.
+_GENERIC = set("""also one two first second new later known called named based according however many much several
+besides s t don should now against above below further doing myself ourselves yourself yourselves himself
+herself itself themselves""".split())
 
-_WORD = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*", re.UNICODE)
+_WORD = re.compile(r"\w+(?:[-'’.]\w+)*", re.UNICODE)
 _QUOTED = re.compile(r"[\"“«„]([^\"”»“]{2,80})[\"”»“]")
 _YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
+_BREAK = re.compile(r"[,;:()\"!?«»“”]|\.\s")
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;])\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])|\n+")
 
 
 def normalise(text: str) -> str:
-    """Unicode NFC, unified quotes/dashes, collapsed whitespace."""
+    """Unicode NFC, unified quotes, collapsed whitespace."""
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\u00a0", " ").replace("``", '"').replace("''", '"')
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
@@ -60,68 +66,104 @@ def split_clauses(text: str) -> list[str]:
     return [p for p in parts if p]
 
 
+def norm(text: str) -> str:
+    """Canonical entity form: lower case, no possessive or punctuation, no leading article."""
+    text = text.lower().replace("’", "'")
+    text = re.sub(r"'s\b", "", text)
+    text = re.sub(r"[^\w\s]", " ", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[4:] if text.startswith("the ") else text
+
+
 def entity_key(text: str) -> str:
-    return "e:" + " ".join(w.lower() for w in _WORD.findall(text))
+    return "e:" + norm(text)
 
 
 def term_key(word: str) -> str:
-    return "t:" + stem(word.lower())
+    return "t:" + word
 
 
-def stem(word: str) -> str:
-    """A very light stemmer: enough that 'films'/'film' and 'фильма'/'фильм' couple."""
-    if re.fullmatch(r"[а-яё-]+", word):
-        for ending in ("ями", "ами", "ого", "его", "ому", "ему", "ыми", "ими", "ой", "ей", "ом", "ем", "ах", "ях",
-                       "ов", "ев", "ий", "ый", "ая", "яя", "ое", "ее", "ые", "ие", "а", "я", "ы", "и", "у", "ю", "е", "о"):
-            if len(word) - len(ending) >= 4 and word.endswith(ending):
-                return word[: -len(ending)]
-        return word
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
+def words(text: str) -> list[str]:
+    return _WORD.findall(text)
 
 
-def _is_stop(word: str) -> bool:
+def is_stop(word: str) -> bool:
     low = word.lower()
-    return low in _STOP_EN or low in _STOP_RU
+    return low in _STOP_EN or low in _STOP_RU or low in _GENERIC
 
 
 def _capitalised(word: str) -> bool:
-    return word[:1].isupper() or (word.isupper() and len(word) > 1)
+    return word[:1].isupper()
 
 
-def extract_entities(clause: str) -> list[str]:
-    """Capitalised spans (joined over connectors), quoted titles and years, in order of appearance."""
-    found: list[str] = [m.group(1).strip() for m in _QUOTED.finditer(clause)]
-    words = [(m.group(0), m.start()) for m in _WORD.finditer(_QUOTED.sub(" , ", clause))]
+def capitalised_spans(text: str) -> list[str]:
+    """Maximal runs of capitalised words (any script), joined over connectors, broken at punctuation."""
+    spans: list[str] = []
     span: list[str] = []
 
     def close() -> None:
         while span and span[-1].lower() in _CONNECTORS:
             span.pop()
         # A lone sentence-initial stopword ("The", "Он") is not an entity.
-        if span and not (len(span) == 1 and _is_stop(span[0])):
-            found.append(" ".join(span))
+        if span and not (len(span) == 1 and is_stop(span[0])):
+            spans.append(" ".join(span))
         span.clear()
 
-    for i, (word, _) in enumerate(words):
-        if _capitalised(word) and not word.isdigit():
-            if not span and _is_stop(word):
+    prev_end = 0
+    for m in _WORD.finditer(text):
+        word = m.group()
+        if span and _BREAK.search(text[prev_end : m.start()]):
+            close()
+        prev_end = m.end()
+        if _capitalised(word) or (word[0].isdigit() and span):
+            if not span and is_stop(word):
                 continue
             span.append(word)
-        elif span and word.lower() in _CONNECTORS and i + 1 < len(words) and _capitalised(words[i + 1][0]):
+        elif span and word.lower() in _CONNECTORS:
             span.append(word)
         else:
             close()
     close()
-    found.extend(_YEAR.findall(clause))
+    return spans
+
+
+def extract_entities(clause: str) -> list[str]:
+    """Quoted titles, capitalised spans (outside the quotes) and years, in order of appearance."""
+    found = [m.group(1).strip() for m in _QUOTED.finditer(clause)]
+    found += capitalised_spans(_QUOTED.sub(" , ", clause))
+    found += _YEAR.findall(clause)
     return found
 
 
-def extract_terms(clause: str) -> list[str]:
-    return [w for w in _WORD.findall(clause) if len(w) >= 3 and not w.isdigit() and not _is_stop(w) and not _capitalised(w)]
+def title_aliases(title: str) -> list[str]:
+    """Normalised names a titled scene answers to: 'Brother (Pearl Jam song)' -> that, and 'brother'."""
+    bare = re.sub(r"\s*\(.*?\)\s*", " ", title).strip()
+    return [a for a in dict.fromkeys([norm(title), norm(bare), norm(bare.split(",")[0])]) if a]
+
+
+def terms_of(text: str) -> list[str]:
+    """Lower-cased content words (with repeats), for the BM25 index."""
+    out = []
+    for word in _WORD.findall(text.lower().replace("’", "'")):
+        if word.endswith("'s"):
+            word = word[:-2]
+        if len(word) >= 2 and not is_stop(word):
+            out.append(word)
+    return out
+
+
+def scene_keys(text: str, title: str | None = None) -> dict[str, int]:
+    """The couplings index's view of a scene: entity keys (title aliases included) and term counts."""
+    keys: dict[str, int] = {}
+    for alias in title_aliases(title) if title else []:
+        keys["e:" + alias] = 1
+    for entity in extract_entities(text):
+        key = entity_key(entity)
+        if key != "e:" and not is_stop(key[2:]):
+            keys[key] = 1
+    for term in terms_of(f"{title} {text}" if title else text):
+        keys[term_key(term)] = keys.get(term_key(term), 0) + 1
+    return keys
 
 
 def parse(text: str, title: str | None = None) -> Parse:
@@ -135,10 +177,10 @@ def parse(text: str, title: str | None = None) -> Parse:
     for clause in clauses:
         for ent in extract_entities(clause):
             key = entity_key(ent)
-            if key != "e:":
+            if key != "e:" and not is_stop(key[2:]):
                 entities.setdefault(key, ent)
-        for term in extract_terms(clause):
-            terms.setdefault(term_key(term), term.lower())
+        for term in terms_of(clause):
+            terms.setdefault(term_key(term), term)
     return Parse(
         text=clean,
         language=language_of(clean),  # type: ignore[arg-type]

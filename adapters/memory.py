@@ -15,15 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.coupling_index import CouplingIndex
+from adapters.coupling_index import CouplingIndex, SceneRow
 from adapters.embedder import Embedder, load_embedder
-from adapters.lexicon import compose_scene, parse
+from adapters.lexicon import scene_keys
 from adapters.scene_store import SceneStore
 from adapters.sources import SceneRecord
 from state.errors import StoreUnavailable
 from state.models import Recalled
 
 INGEST_BATCH = 256
+ENTITY_CACHE = 50_000  # entity vectors kept per process for composed probes
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Memory:
         self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create)
         self.couplings = CouplingIndex(self.data_dir / "couplings.sqlite")
         self._write_lock = threading.Lock()
+        self._entity_vectors: dict[str, np.ndarray] = {}
         if store_url and not create:
             # With a Chroma server the couplings index stays a SQLite file beside the data dir: a process
             # pointed at the wrong folder would otherwise think without couplings and say nothing.
@@ -98,12 +100,13 @@ class Memory:
                 [{**{k: v for k, v in r.meta.items() if isinstance(v, (str, int, float, bool))},
                   "title": r.title, "kind": "scene"} for r in need],
             )
-        # Couplings only after the vectors are safely in the store: a kill in between is healed on rerun.
-        rows = []
-        for r in batch:
-            scene = compose_scene(r.scene_id, parse(r.text, title=r.title), title=r.title)
-            rows.append((r.scene_id, r.title, scene.keys))
-        self.couplings.add(rows)
+        # Couplings only after the vectors are safely in the store: a kill in between is healed on rerun
+        # (the vectors of scenes stored by the killed run are read back for the index's moments).
+        vector_of = {r.scene_id: v for r, v in zip(need, vectors)}
+        stored = [r.scene_id for r in batch if r.scene_id not in vector_of]
+        vector_of.update({sid: item["vector"] for sid, item in self.store.get(stored, vectors=True).items()})
+        self.couplings.add(SceneRow(r.scene_id, r.title, scene_keys(r.text, r.title), vector_of[r.scene_id])
+                           for r in batch)
 
     # --- reading -------------------------------------------------------------------------
     def dense(self, vectors: np.ndarray, k: int, kind: str = "scenes") -> list[list[Recalled]]:
@@ -116,6 +119,15 @@ class Memory:
                 for sid, cos, doc, meta in hits
             ])
         return out
+
+    def entity_vectors(self, names: Sequence[str]) -> np.ndarray:
+        """Vectors of entity names, embedded once per process (one batch for the misses)."""
+        missing = list(dict.fromkeys(n for n in names if n not in self._entity_vectors))
+        if missing:
+            if len(self._entity_vectors) > ENTITY_CACHE:
+                self._entity_vectors.clear()
+            self._entity_vectors.update(zip(missing, self.embedder.embed(missing)))
+        return np.stack([self._entity_vectors[n] for n in names]) if names else np.zeros((0, self.embedder.dim))
 
     def fetch(self, ids: Sequence[str]) -> dict[str, dict]:
         return self.store.get(ids, vectors=True)

@@ -14,8 +14,8 @@ The corpus is ingested into an isolated store under evals/.cache, keyed by a has
 its passages, so reruns skip ingestion. Each question runs through the graph's
 retrieval path (`build_graph(retrieval_only=True)`: interpret → build_scene →
 resonate → expand ⇄ probe), ranked by final activation. Modes:
-- dense: one dense search, no spreading, no probes;
-- resonance: dense + activation spreading over couplings, no probes;
+- dense: one dense search in the store, nothing else (the one-shot baseline);
+- resonance: dense + lexical seeds (BM25, entity/title match) + activation spreading, no probes;
 - full: resonance + delta expansion into probes.
 """
 
@@ -119,7 +119,8 @@ def build_store(corpus: list[tuple[str, str]], embedder: str, cache: Path = CACH
 def mode_context(mode: str, base):
     """The Context overrides that define each mode."""
     if mode == "dense":
-        return replace(base, spread_weight=0.0, max_depth=0, crystal_weight=0.0)
+        return replace(base, bm25_weight=0.0, title_weight=0.0, mention_weight=0.0, spread_weight=0.0,
+                       max_depth=0, crystal_weight=0.0)
     if mode == "resonance":
         return replace(base, max_depth=0)
     return base

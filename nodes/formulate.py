@@ -8,11 +8,12 @@ clause of each scene that carries the link) and a score-weighted vector.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 from langgraph.runtime import Runtime
 
-from adapters.lexicon import entity_key, extract_entities, split_clauses
+from adapters.lexicon import extract_entities, norm, split_clauses
 from nodes.resonate import top_recalled
 from nodes.resources import emit, memory, settings, unit
 from state.context import Context
@@ -62,7 +63,7 @@ def summarise(chain: list[str], links: list[Coupling], texts: dict[str, str]) ->
     for sid in chain:
         keys = {c.relation for c in links if sid in (c.source, c.target)}
         clauses = split_clauses(texts[sid]) or [texts[sid]]
-        pick = next((c for c in clauses if keys & {entity_key(e) for e in extract_entities(c)}), clauses[0])
+        pick = next((c for c in clauses if keys & {norm(e) for e in extract_entities(c)}), clauses[0])
         parts.append(pick)
     return " → ".join(parts)
 
@@ -72,10 +73,10 @@ def formulate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     ctx = settings(runtime)
     mem = memory(ctx)
     top = top_recalled(state.active, ctx.top_k)
-    keys = mem.couplings.keys_of([s.id for s in top])
-    entity_keys = sorted({k for ks in keys.values() for k in ks if k.startswith("e:")})
-    df = mem.couplings.document_frequency(entity_keys)
-    rarity = {k: r for k, r in mem.couplings.rarity(entity_keys).items() if df[k] <= ctx.max_key_scenes}
+    graph = mem.couplings.graph()
+    keys = {s.id: graph.entities_of(graph.position[s.id]) for s in top if s.id in graph.position}
+    log_n = math.log(max(graph.n, 2))
+    rarity = {e: graph.idf(e) / log_n for ks in keys.values() for e in ks if 1 < graph.df(e) <= ctx.max_key_scenes}
     links = link_scenes(top, keys, rarity)
     texts = {s.id: s.text for s in top}
     score = {s.id: s.score for s in top}

@@ -10,8 +10,6 @@ from nodes.resources import emit, memory, settings, unit
 from state.context import Context
 from state.models import Probe
 
-DEPTH_DECAY = 0.95  # a scene reached only through a probe counts a little less than a direct hit
-
 
 class ProbeTask(TypedDict):
     """What `Send` hands to one probe branch."""
@@ -20,14 +18,11 @@ class ProbeTask(TypedDict):
 
 
 def probe(task: ProbeTask, runtime: Runtime[Context]) -> dict:
-    """Resonate one probe; scores decay with depth so direct evidence keeps its lead."""
+    """Resonate one probe; its scores carry the parent's discount and merge with the field by max."""
     ctx = settings(runtime)
     p = task["probe"] if isinstance(task["probe"], Probe) else Probe.model_validate(task["probe"])
-    keys = [p.target] if p.target else []
-    woken = resonance(memory(ctx), ctx, unit(p.vector), keys, via=p.id, depth=p.depth)
-    decay = DEPTH_DECAY ** p.depth
-    woken = {sid: r.model_copy(update={"score": round(r.score * decay, 6)}) for sid, r in woken.items()}
+    woken = resonance(memory(ctx), ctx, unit(p.vector), p.text, p.entities, via=p.id, depth=p.depth,
+                      offset=p.offset)
     emit(runtime, {"event": "woke", "depth": p.depth, "probe": p.id,
                    "scenes": [r.id for r in top_recalled(woken, ctx.top_k)]})
-    covered = sorted({k for r in woken.values() if r.score >= ctx.wake_threshold for k in r.keys})
-    return {"active": woken, "retrievals": 1, "covered": covered}
+    return {"active": woken, "retrievals": 1}

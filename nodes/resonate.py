@@ -1,9 +1,14 @@
 """Resonance Engine: wake the scenes in memory that resonate with a field.
 
-Dense search gives the first wave; activation then spreads over couplings —
-from the query's own keys and from the strongest dense hits through the rare
-keys they share — and crystals lean on the scenes they were formed from.
-Scores are cosine-based and comparable across probes, so merging keeps the max.
+1. Seeds: the dense cosine from the store (z-scaled exactly with the stored vector
+   moments) plus lexical evidence over the couplings index — BM25, a bonus for a
+   scene titled by a query entity, and one per query entity it mentions, by rarity.
+2. Spreading: personalised PageRank over scene <-> entity couplings, restarting at
+   the strongest seeds and at the query's entities. A scene's final score is its seed
+   score + spread_weight * log(1 + n * activation): activation relative to the
+   uniform level, so scores of different probes share one scale and merge by max.
+3. Crystals that this field recalls lean on the scenes they were formed from.
+Only candidates (dense hits, the best lexical and the best spread scenes) are scored.
 """
 
 from __future__ import annotations
@@ -13,65 +18,78 @@ from collections import defaultdict
 import numpy as np
 from langgraph.runtime import Runtime
 
+from adapters.lexicon import terms_of
 from adapters.memory import Memory
 from nodes.resources import emit, memory, settings, unit
 from state.context import Context
 from state.models import Recalled
 from state.thinking import ThinkingState
 
-SEEDS = 5  # dense hits that pass activation on to their coupled scenes
+KEEP = 24  # scenes one resonance hands to the field: enough for recall@10 after merging
 
 
-def spread_activation(
-    seeds: dict[str, float], seed_keys: dict[str, list[str]], query_keys: list[str],
-    key_scenes: dict[str, list[str]], rarity: dict[str, float],
-) -> dict[str, float]:
-    """One bounded step of activation over scene <-> key couplings.
-
-    A scene gains rarity(key) for each query key it holds, and seed * rarity(key) / fan-out
-    for each rare key it shares with a seed scene. Returns raw activation per scene id.
-    """
-    out: dict[str, float] = defaultdict(float)
-    for key in query_keys:
-        for sid in key_scenes.get(key, []):
-            out[sid] += rarity.get(key, 0.0)
-    for seed, strength in seeds.items():
-        for key in seed_keys.get(seed, []):
-            holders = key_scenes.get(key, [])
-            for sid in holders:
-                if sid != seed:
-                    out[sid] += strength * rarity.get(key, 0.0) / len(holders)
-    return dict(out)
+def _z(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / (x.std() + 1e-9) if len(x) else x
 
 
-def resonance(mem: Memory, ctx: Context, vector: np.ndarray, query_keys: list[str],
-              via: str = "question", depth: int = 0) -> dict[str, Recalled]:
-    """Scenes woken by one field vector (one store query), scored dense + spread + crystal bias."""
-    hits = mem.dense(vector[None, :], ctx.dense_k)[0]
-    woken = {h.id: h for h in hits}
-    seeds = {h.id: h.dense for h in hits[:SEEDS]}
-    seed_keys = mem.couplings.keys_of(list(seeds))
-    keys = sorted(set(query_keys) | {k for ks in seed_keys.values() for k in ks})
-    key_scenes = mem.couplings.scenes_with(keys, ctx.max_key_scenes)
-    rarity = mem.couplings.rarity(list(key_scenes))
-    spread = spread_activation(seeds, seed_keys, query_keys, key_scenes, rarity)
-    top = max(spread.values(), default=0.0)
-    newcomers = [sid for sid in sorted(spread, key=spread.get, reverse=True)[: ctx.dense_k] if sid not in woken]
-    for sid, item in mem.fetch(newcomers).items():
-        cos = float(np.dot(item["vector"], vector))
-        woken[sid] = Recalled(id=sid, text=item["text"], title=item["meta"].get("title"), dense=cos, score=cos)
-    bias = crystal_bias(mem, ctx, vector)
-    out = {}
-    for sid, rec in woken.items():
-        boost = ctx.spread_weight * (spread.get(sid, 0.0) / top if top else 0.0) + bias.get(sid, 0.0)
-        out[sid] = rec.model_copy(update={"score": round(rec.dense + boost, 6), "via": via, "depth": depth,
-                                          "keys": [k for k in query_keys if sid in key_scenes.get(k, [])]})
-    return out
+def _top(scores: np.ndarray, k: int) -> list[int]:
+    if k <= 0 or not len(scores):
+        return []
+    k = min(k, len(scores))
+    idx = np.argpartition(-scores, k - 1)[:k]
+    return [int(i) for i in idx[np.argsort(-scores[idx])] if scores[i] > 0]
+
+
+def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities: dict[str, float],
+              via: str = "question", depth: int = 0, offset: float = 0.0) -> dict[str, Recalled]:
+    """Scenes woken by one field (one store query), scored seed + spread (+ crystal bias) + offset."""
+    graph = mem.couplings.graph()
+    hits = mem.store.nearest(vector[None, :], ctx.dense_k)[0]
+    found = {sid: (cos, doc, meta.get("title")) for sid, cos, doc, meta in hits}
+    mean, std = graph.dense_moments(vector)
+    lexical = np.zeros(graph.n)
+    if ctx.bm25_weight:
+        lexical += ctx.bm25_weight * _z(graph.bm25(terms_of(text)))
+    if ctx.title_weight or ctx.mention_weight:
+        lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
+    lexical_hits = _top(lexical, ctx.lexical_k) if (ctx.title_weight or ctx.mention_weight or ctx.bm25_weight) else []
+    _fetch(mem, [graph.ids[p] for p in lexical_hits], found, vector)
+
+    def seed(sid: str) -> float:
+        pos = graph.position.get(sid)  # a scene the index has not caught up with has no lexical evidence
+        return (found[sid][0] - mean) / std + (lexical[pos] if pos is not None else 0.0)
+
+    score = {sid: seed(sid) for sid in found}
+    if ctx.spread_weight and score and graph.n:
+        strongest = sorted(score, key=score.get, reverse=True)[: ctx.spread_seeds]
+        top = score[strongest[0]]
+        seeds = {graph.position[s]: float(np.exp(score[s] - top)) for s in strongest if s in graph.position}
+        boost = ctx.spread_weight * np.log1p(
+            graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations) * graph.n)
+        _fetch(mem, [graph.ids[p] for p in _top(boost, ctx.lexical_k)], found, vector)
+        score = {sid: seed(sid) + (boost[graph.position[sid]] if sid in graph.position else 0.0) for sid in found}
+    for sid, bias in crystal_bias(mem, ctx, vector).items():
+        if sid in score:
+            score[sid] += bias
+    best = sorted(score, key=score.get, reverse=True)[:KEEP]
+    return {sid: Recalled(id=sid, text=found[sid][1], title=found[sid][2], dense=round(found[sid][0], 6),
+                          score=round(score[sid] + offset, 6), via=via, depth=depth) for sid in best}
+
+
+def _fetch(mem: Memory, ids: list[str], found: dict[str, tuple[float, str, str | None]], vector: np.ndarray) -> None:
+    """Add cosine, text and title of the candidates not yet seen (one store read)."""
+    missing = [sid for sid in ids if sid not in found]
+    if not missing:
+        return
+    for sid, item in mem.store.get(missing, vectors=True).items():
+        found[sid] = (float(np.dot(item["vector"], vector)), item["text"], item["meta"].get("title"))
 
 
 def crystal_bias(mem: Memory, ctx: Context, vector: np.ndarray) -> dict[str, float]:
     """Scenes of crystals that this field recalls get a bias proportional to strength and cosine."""
     bias: dict[str, float] = defaultdict(float)
+    if not ctx.crystal_weight or mem.store.count("crystals") == 0:
+        return {}
     for crystal in mem.dense(vector[None, :], 3, kind="crystals")[0]:
         if crystal.dense < ctx.crystal_threshold:
             continue
@@ -90,7 +108,9 @@ def resonate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     """Wake the scenes that resonate with the question's scene."""
     ctx = settings(runtime)
     assert state.scene is not None, "build_scene runs before resonate"
-    woken = resonance(memory(ctx), ctx, unit(state.scene.vector), state.scene.keys)
-    emit(runtime, {"event": "woke", "depth": 0, "scenes": [r.id for r in top_recalled(woken, ctx.top_k)]})
-    covered = sorted({k for r in woken.values() if r.score >= ctx.wake_threshold for k in r.keys})
-    return {"active": woken, "retrievals": 1, "covered": covered}
+    mem = memory(ctx)
+    entities = mem.couplings.graph().query_entities(state.scene.text)
+    woken = resonance(mem, ctx, unit(state.scene.vector), state.scene.text, entities)
+    emit(runtime, {"event": "woke", "depth": 0, "entities": sorted(entities),
+                   "scenes": [r.id for r in top_recalled(woken, ctx.top_k)]})
+    return {"active": woken, "retrievals": 1}

@@ -31,21 +31,50 @@ class Context:
         metadata={"description": "Embedder: the bundled all-MiniLM-L6-v2 or a local sentence-transformers folder."},
     )
     top_k: int = field(default=5, metadata={"description": "Scenes kept in the final field and cited."})
-    dense_k: int = field(default=20, metadata={"description": "Candidates per dense search."})
-    max_depth: int = field(default=2, metadata={"description": "Fractal recursion bound for probes."})
-    retrieval_budget: int = field(default=16, metadata={"description": "Store queries allowed per run."})
-    max_probes: int = field(default=4, metadata={"description": "Probes spawned per expansion step."})
-    spread_weight: float = field(default=0.3, metadata={"description": "Weight of activation spread over couplings."})
-    max_key_scenes: int = field(
-        default=50, metadata={"description": "Keys shared by more scenes than this do not couple (too common)."}
+    # Resonance and expansion defaults were chosen by the sweep in evals/RESULTS.md (MuSiQue train).
+    dense_k: int = field(default=50, metadata={"description": "Candidates per dense search in the store."})
+    lexical_k: int = field(
+        default=50, metadata={"description": "Extra candidates from lexical match and from spreading, each."}
     )
-    wake_threshold: float = field(
-        default=0.35, metadata={"description": "Activation a scene needs to count as newly woken (fixed-point test)."}
+    bm25_weight: float = field(default=0.2, metadata={"description": "Weight of BM25 (z-scaled) in the seed score."})
+    title_weight: float = field(
+        default=1.0, metadata={"description": "Seed bonus of a scene titled by a query entity."}
+    )
+    mention_weight: float = field(
+        default=0.5, metadata={"description": "Seed bonus per query entity a scene mentions, times its rarity."}
+    )
+    spread_weight: float = field(
+        default=2.0, metadata={"description": "Weight of activation spread over couplings (0 = no spreading)."}
+    )
+    spread_seeds: int = field(default=3, metadata={"description": "Strongest scenes that seed the spreading."})
+    spread_restart: float = field(default=0.3, metadata={"description": "Restart probability of personalised PageRank."})
+    spread_iterations: int = field(default=15, metadata={"description": "PageRank iterations."})
+    max_depth: int = field(default=1, metadata={"description": "Fractal recursion bound for probes (0 = no probes)."})
+    retrieval_budget: int = field(default=16, metadata={"description": "Store queries allowed per run."})
+    max_probes: int = field(default=6, metadata={"description": "Probes spawned per expansion step."})
+    bridge_parents: int = field(default=3, metadata={"description": "Top scenes whose new entities become bridges."})
+    bridges_per_scene: int = field(default=2, metadata={"description": "Bridge probes per parent scene."})
+    chain_weight: float = field(
+        default=1.0, metadata={"description": "How much a probe's scores are discounted by its parent's gap to the top."}
+    )
+    probe_vectors: str = field(
+        default="text",
+        metadata={"description": "text: embed 'question + bridge' per probe; compose: question vector + the "
+                                 "bridge entity's vector (cached; faster, slightly lower recall)."},
+    )
+    residual_probes: bool = field(
+        default=False, metadata={"description": "Also probe the field's residual after the top scenes (hurt recall)."}
+    )
+    fixed_point_rank: int = field(
+        default=5, metadata={"description": "Expansion stops when no new scene enters this many top places."}
+    )
+    max_key_scenes: int = field(
+        default=50, metadata={"description": "Entities shared by more scenes than this do not link formulas."}
     )
     crystal_threshold: float = field(
         default=0.9, metadata={"description": "Cosine above which a field counts as a recurrence of a crystal."}
     )
-    crystal_weight: float = field(default=0.1, metadata={"description": "How much crystals bias resonance."})
+    crystal_weight: float = field(default=0.5, metadata={"description": "How much crystals bias resonance."})
     answer_sentences: int = field(default=3, metadata={"description": "Sentences in an extractive answer."})
     max_input_chars: int = field(default=20_000, metadata={"description": "Longest question accepted."})
     decoder: str = field(
@@ -71,7 +100,6 @@ class Context:
         metadata={"description": "Empty: rule-based scenes. Else a `scenemind train interpreter` adapter folder "
                                  "(or hf:/path/to/model) that writes the question's scene as JSON."},
     )
-
     agents: dict[str, str] = field(
         default_factory=dict,
         metadata={"description": "Node or agent name -> agent service URL (`scenemind serve AGENT`); those nodes "
@@ -92,6 +120,9 @@ class Context:
             kind = type(default)
             if kind is dict:
                 setattr(self, f.name, _json_map(f.name, env))
+                continue
+            if kind is bool:
+                setattr(self, f.name, env.strip().lower() in ("1", "true", "yes", "on"))
                 continue
             setattr(self, f.name, kind(env) if kind in (int, float) else env)
 

@@ -84,6 +84,8 @@ class Probe(BaseModel):
     reason: ProbeReason
     target: str | None = None
     parent: str | None = None
+    entities: dict[str, float] = Field(default_factory=dict, description="entity -> rarity this probe seeds")
+    offset: float = Field(default=0.0, description="chain discount: the parent's score gap to the top scene")
     vector: Vector = Field(default_factory=list)
 
 

@@ -45,7 +45,7 @@ class ThinkingState(BaseModel):
     field: Vector = Field(default_factory=list, description="the current field in the shared space")
     active: Annotated[dict[str, Recalled], keep_strongest] = Field(default_factory=dict)
     probes: Annotated[list[Probe], append_probes] = Field(default_factory=list)
-    covered: Annotated[list[str], union] = Field(default_factory=list, description="keys the active scenes resolve")
+    covered: Annotated[list[str], union] = Field(default_factory=list, description="bridge entities already probed")
     frontier: list[str] = Field(default_factory=list, description="scene ids already expanded")
     pending: list[str] = Field(default_factory=list, description="ids of the probes the last expansion spawned")
     depth: int = 0

@@ -1,6 +1,6 @@
 import pytest
 
-from adapters.lexicon import compose_scene, entity_key, parse, stem
+from adapters.lexicon import compose_scene, entity_key, parse, scene_keys, title_aliases
 from nodes.interpret import check_question
 from state.errors import EmptyInput, InputTooLarge
 
@@ -30,9 +30,13 @@ def test_russian_parse_finds_cyrillic_entities_and_quoted_titles():
     assert "роман" in p.terms
 
 
-def test_light_stemmer_couples_inflections():
-    assert stem("films") == stem("film")
-    assert stem("фильма") == stem("фильм")
+def test_title_aliases_and_scene_keys():
+    assert title_aliases("Brother (Pearl Jam song)") == ["brother pearl jam song", "brother"]
+    assert title_aliases("Johnnycake, West Virginia") == ["johnnycake west virginia", "johnnycake"]
+    keys = scene_keys("The film stars Liv Ullmann. The film was shot in 1987.", title="Gaby: A True Story")
+    assert {"e:gaby a true story", "e:liv ullmann", "e:1987"} <= set(keys)
+    assert keys["t:film"] == 2 and keys["t:gaby"] == 1  # counts feed BM25; the title counts too
+    assert "t:the" not in keys and "e:film" not in keys
 
 
 def test_compose_scene_couples_entities_of_a_clause_and_the_title():
