@@ -95,12 +95,35 @@ def plot(latency: dict[str, dict[str, float]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def record(ingest: dict[str, float], latency: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    from evals.results import replace_section
+
+    rows = "\n".join(f"| {node} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} |" for node, v in latency.items())
+    body = f"""Command: `python -m evals.bench_foundation --questions {args.questions} --record`
+(run {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; corpus `{Path(args.corpus).name}`).
+
+Ingest of {ingest['passages']} passages into a fresh store: {ingest['ingest_per_s']:.1f} passages/s; the raw
+embedder on the same texts in the same process: {ingest['raw_per_s']:.1f} passages/s -> **ratio
+{ingest['ratio']:.3f}** (goal >= 0.9).
+
+`ask` latency on that store ({args.questions} two-hop questions, full graph, extractive decoder;
+per node from the `tasks` stream, parallel probes summed per run):
+
+| node | p50 ms | p95 ms |
+|---|---|---|
+{rows}
+
+Plot: `evals/ask_latency.png`."""
+    replace_section(Path(__file__).with_name("RESULTS.md"), "Foundation: ingest throughput and ask latency", body)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(DEMO_SCENES))
     ap.add_argument("--questions", type=int, default=30)
     ap.add_argument("--plot", default=str(Path(__file__).with_name("ask_latency.png")))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--record", action="store_true", help="replace the section in evals/RESULTS.md")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="scenemind-bench-"))
     try:
@@ -114,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             plot(latency, Path(args.plot))
             print(f"plot: {args.plot}")
+        if args.record:
+            record(ingest, latency, args)
         if args.json:
             print(json.dumps({"ingest": ingest, "latency": latency}))
     finally:
