@@ -80,13 +80,30 @@ def describe(node: str, update: dict[str, Any], top_k: int) -> str | None:
     return None
 
 
-def run_ask(question: str, ctx: Context, as_json: bool, out=sys.stdout) -> dict[str, Any]:
+def run_ask(question: str, ctx: Context, as_json: bool, out=None) -> dict[str, Any]:
     from graph import graph
+
+    out = out or sys.stdout  # looked up per call: a default bound at import misses a redirected stdout
 
     timings: dict[str, float] = {}
     state: dict[str, Any] = {}
     last = time.perf_counter()
-    for mode, chunk in graph.stream({"question": question}, context=ctx, stream_mode=["updates", "custom", "values"]):
+    # A model decoder's tokens arrive on the "messages" stream: print them as they are generated.
+    live = ctx.decoder != "extractive" and not as_json
+    modes = ["updates", "custom", "values"] + (["messages"] if live else [])
+    speaking = False
+    for mode, chunk in graph.stream({"question": question}, context=ctx, stream_mode=modes):
+        if mode == "messages":
+            token, meta = chunk
+            if meta.get("langgraph_node") == "decode" and token.content:
+                if not speaking:
+                    print("[decode] ", end="", file=out)
+                    speaking = True
+                print(token.content, end="", file=out, flush=True)
+            continue
+        if speaking:
+            print(file=out)
+            speaking = False
         if mode == "values":
             state = chunk
             continue
@@ -106,7 +123,10 @@ def run_ask(question: str, ctx: Context, as_json: bool, out=sys.stdout) -> dict[
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    ctx = _context(args, decoder=args.decoder, top_k=args.top_k, max_depth=args.max_depth)
+    ctx = _context(args, decoder=args.decoder, top_k=args.top_k, max_depth=args.max_depth,
+                   decoder_model=args.decoder_model, decoder_adapter=args.decoder_adapter,
+                   decoder_quantize=args.decoder_quantize, max_new_tokens=args.max_new_tokens,
+                   interpreter=args.interpreter)
     run = run_ask(args.question, ctx, args.json)
     state = run["state"]
     active = sorted(state.get("active", {}).values(), key=lambda r: -r.score)
@@ -165,7 +185,14 @@ def parser() -> argparse.ArgumentParser:
 
     def ask_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="one JSON object instead of the live trace")
-        p.add_argument("--decoder", help="extractive (default)")
+        p.add_argument("--decoder", help="extractive (default) | hf:/path/to/model | openai:http://host:port/v1 | "
+                                         "field:/path/to/field-decoder")
+        p.add_argument("--decoder-model", dest="decoder_model", help="model name for an openai: endpoint")
+        p.add_argument("--decoder-adapter", dest="decoder_adapter", help="peft adapter folder for an hf: decoder")
+        p.add_argument("--decoder-quantize", dest="decoder_quantize", choices=["4bit", "8bit"],
+                       help="load an hf: decoder through bitsandbytes")
+        p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens", help="bound on generated tokens")
+        p.add_argument("--interpreter", help="a `scenemind train interpreter` adapter folder for build_scene")
         p.add_argument("--top-k", type=int, dest="top_k")
         p.add_argument("--max-depth", type=int, dest="max_depth")
 
@@ -188,6 +215,10 @@ def parser() -> argparse.ArgumentParser:
 
     register_chat(sub)
     register_serve(sub)
+
+    from graph.train_cli import register as register_train
+
+    register_train(sub)
     return ap
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import numpy as np
 from langgraph.runtime import Runtime
@@ -11,14 +12,33 @@ from langgraph.types import Overwrite
 from adapters.lexicon import compose_scene
 from nodes.resources import memory, settings
 from state.context import Context
+from state.errors import InterpreterOutputInvalid
+from state.models import Scene
 from state.thinking import ThinkingState
+
+log = logging.getLogger(__name__)
+
+
+def interpreted(scene: Scene, ctx: Context) -> Scene:
+    """The interpreter model's components and couplings when it is configured and its JSON validates."""
+    if not ctx.interpreter:
+        return scene
+    from adapters.scene_interpreter import load_interpreter
+
+    try:
+        draft = load_interpreter(ctx.interpreter, ctx.max_new_tokens, ctx.decoder_timeout_s).draft(scene.text)
+    except InterpreterOutputInvalid as exc:
+        log.warning("interpreter output rejected, using the rule-based scene: %s", exc)
+        return scene
+    return scene.model_copy(update={"components": draft.components, "couplings": draft.couplings,
+                                    "meta": {**scene.meta, "interpreter": ctx.interpreter}})
 
 
 def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     """Compose the question's scene and place it in the shared space."""
     assert state.parse is not None, "interpret runs before build_scene"
     scene_id = "q-" + hashlib.sha256(state.parse.text.encode()).hexdigest()[:16]
-    scene = compose_scene(scene_id, state.parse)
+    scene = interpreted(compose_scene(scene_id, state.parse), settings(runtime))
     vector = memory(settings(runtime)).embedder.embed_one(state.parse.text)
     # Delta: how far this scene moves the field it arrives in (1.0 when the field is empty).
     delta = 1.0 - float(np.dot(vector, state.field)) if len(state.field) == len(vector) else 1.0

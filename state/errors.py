@@ -38,6 +38,22 @@ class StoreUnavailable(SceneMindError):
     """The scene store (folder or server) cannot be opened."""
 
 
+class AdapterMismatch(SceneMindError):
+    """A peft adapter does not fit the base model it is loaded onto."""
+
+
+class DecoderConfigError(SceneMindError, ValueError):
+    """A decoder setting cannot work here (unknown spec, quantization without bitsandbytes ...)."""
+
+
+class DecoderUnavailable(SceneMindError):
+    """A decoder model or endpoint is down, times out or answers something that is not an answer."""
+
+
+class InterpreterOutputInvalid(SceneMindError, ValueError):
+    """A model interpreter produced text that is not a valid scene (build_scene falls back to the rules)."""
+
+
 class AgentUnavailable(SceneMindError):
     """An agent service is down, times out or answers 5xx; names the agent and its URL."""
 
