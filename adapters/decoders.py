@@ -28,6 +28,7 @@ from state.errors import DecoderConfigError, DecoderUnavailable, SceneMindError
 from state.models import Formula, Recalled
 
 MMR_REDUNDANCY = 0.5
+SENTENCE_CACHE = 20_000  # scenes whose embedded sentences the extractive decoder keeps
 SCENE_WEIGHT = 0.5
 CHAIN_BONUS = 0.2
 
@@ -43,12 +44,27 @@ class ExtractiveDecoder:
 
     def __init__(self, embedder: Embedder, sentences: int = 3):
         self.embedder, self.sentences = embedder, sentences
+        self._sentences: dict[str, tuple[list[str], np.ndarray]] = {}  # scene id -> its sentences, embedded once
+
+    def _split(self, scenes: list[Recalled]) -> None:
+        missing = [s for s in scenes if s.id not in self._sentences]
+        if not missing:
+            return
+        if len(self._sentences) > SENTENCE_CACHE:
+            self._sentences.clear()
+        parts = {s.id: split_clauses(s.text) or [s.text] for s in missing}
+        vectors = self.embedder.embed([sent for sents in parts.values() for sent in sents])  # one batch
+        at = 0
+        for sid, sents in parts.items():
+            self._sentences[sid] = (sents, vectors[at : at + len(sents)])
+            at += len(sents)
 
     def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula]) -> Decoded:
         if not scenes:
             return Decoded("I found no scene in memory that resonates with this question.", [])
-        candidates = [(s.id, sent) for s in scenes for sent in split_clauses(s.text)]
-        vectors = self.embedder.embed([sent for _, sent in candidates])
+        self._split(scenes)
+        candidates = [(s.id, sent) for s in scenes for sent in self._sentences[s.id][0]]
+        vectors = np.concatenate([self._sentences[s.id][1] for s in scenes])
         rank = {s.id: n for n, s in enumerate(scenes)}
         # Resonance scores live on an open scale: only their spread among these scenes matters here.
         low, high = min(s.score for s in scenes), max(s.score for s in scenes)
@@ -59,15 +75,21 @@ class ExtractiveDecoder:
                + SCENE_WEIGHT * np.array([strength[sid] for sid, _ in candidates])
                + CHAIN_BONUS * np.array([sid in chain for sid, _ in candidates], dtype=np.float32))
         chosen: list[int] = []
-        while len(chosen) < min(self.sentences, len(candidates)):
-            # Maximal marginal relevance: a sentence that repeats a chosen one adds little,
-            # and a scene already quoted yields to the next hop.
+
+        def pick(allowed: np.ndarray) -> None:
+            # Maximal marginal relevance: a sentence that repeats a chosen one adds little.
             redundancy = (vectors @ vectors[chosen].T).max(axis=1) if chosen else np.zeros(len(candidates))
-            quoted = {candidates[j][0] for j in chosen}
-            repeat = np.array([0.2 if sid in quoted else 0.0 for sid, _ in candidates])
-            score = fit - MMR_REDUNDANCY * redundancy - repeat
+            score = np.where(allowed, fit - MMR_REDUNDANCY * redundancy, -np.inf)
             score[chosen] = -np.inf
-            chosen.append(int(np.argmax(score)))
+            if np.isfinite(score.max()):
+                chosen.append(int(np.argmax(score)))
+
+        # Each of the strongest scenes speaks once, so a multi-hop answer shows every hop ...
+        for scene in scenes[: self.sentences]:
+            pick(np.array([sid == scene.id for sid, _ in candidates]))
+        # ... then the best remaining sentences, from any scene, fill the answer.
+        while len(chosen) < min(self.sentences, len(candidates)):
+            pick(np.ones(len(candidates), dtype=bool))
         chosen.sort(key=lambda i: (rank[candidates[i][0]], i))
         answer = " ".join(f"{candidates[i][1]} [{candidates[i][0]}]" for i in chosen)
         citations = list(dict.fromkeys(candidates[i][0] for i in chosen))
@@ -206,12 +228,17 @@ def _model_decoder(spec: str, model: str, adapter: str, quantize: str, max_new_t
                              "openai:http://host:port/v1 or field:/path/to/field-decoder")
 
 
+@lru_cache(maxsize=8)
+def _extractive(embedder: Embedder, sentences: int) -> ExtractiveDecoder:
+    return ExtractiveDecoder(embedder, sentences)  # one per process, so its sentence cache lives on
+
+
 def load_decoder(spec: str, embedder: Embedder, sentences: int, *, model: str = "", adapter: str = "",
                  quantize: str = "", max_new_tokens: int = 256, timeout_s: float = 60.0) -> Decoder:
     """The decoder for `spec`; model decoders are built once per process per setting."""
     spec = (spec or "extractive").strip()
     if spec == "extractive":
-        return ExtractiveDecoder(embedder, sentences)
+        return _extractive(embedder, sentences)
     if ":" not in spec or not spec.partition(":")[2]:
         raise DecoderConfigError(f"decoder {spec!r} is not available: use extractive, hf:/path/to/model, "
                                  "openai:http://host:port/v1 or field:/path/to/field-decoder")
