@@ -97,16 +97,21 @@ class SceneStore:
 
     def nearest(self, vectors: np.ndarray, k: int, kind: str = "scenes") -> list[list[tuple[str, float, str, dict]]]:
         """For each query vector, up to k (id, cosine, document, metadata), best first."""
-        col = self.collections[kind]
-        n = col.count()
-        if n == 0 or len(vectors) == 0:
-            return [[] for _ in range(len(vectors))]
-        res = col.query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=min(k, n),
-                        include=["documents", "metadatas", "distances"])
+        if len(vectors) == 0:
+            return []
+        # No count() first: a query on a smaller (or empty) collection just returns fewer hits.
+        res = self.collections[kind].query(query_embeddings=np.asarray(vectors, dtype=np.float32), n_results=k,
+                                           include=["documents", "metadatas", "distances"])
         return [
             [(i, 1.0 - float(d), doc or "", meta or {}) for i, d, doc, meta in zip(ids, dists, docs, metas)]
             for ids, dists, docs, metas in zip(res["ids"], res["distances"], res["documents"], res["metadatas"])
         ]
+
+    def nearest_ids(self, vector: np.ndarray, k: int, kind: str = "scenes") -> list[tuple[str, float]]:
+        """Up to k (id, cosine), best first: the cheap query, for callers that cache documents."""
+        res = self.collections[kind].query(query_embeddings=np.asarray(vector, dtype=np.float32)[None, :],
+                                           n_results=k, include=["distances"])
+        return [(i, 1.0 - float(d)) for i, d in zip(res["ids"][0], res["distances"][0])]
 
     def get(self, ids: Sequence[str], kind: str = "scenes", vectors: bool = False) -> dict[str, dict[str, Any]]:
         """id -> {"text", "meta"[, "vector"]} for the ids that exist."""

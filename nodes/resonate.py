@@ -44,8 +44,7 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
               via: str = "question", depth: int = 0, offset: float = 0.0) -> dict[str, Recalled]:
     """Scenes woken by one field (one store query), scored seed + spread (+ crystal bias) + offset."""
     graph = mem.couplings.graph()
-    hits = mem.store.nearest(vector[None, :], ctx.dense_k)[0]
-    found = {sid: (cos, doc, meta.get("title")) for sid, cos, doc, meta in hits}
+    cosine = dict(mem.store.nearest_ids(vector, ctx.dense_k))
     mean, std = graph.dense_moments(vector)
     lexical = np.zeros(graph.n)
     if ctx.bm25_weight:
@@ -53,42 +52,40 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
     if ctx.title_weight or ctx.mention_weight:
         lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
     lexical_hits = _top(lexical, ctx.lexical_k) if (ctx.title_weight or ctx.mention_weight or ctx.bm25_weight) else []
-    _fetch(mem, [graph.ids[p] for p in lexical_hits], found, vector)
+    _add_cosines(mem, [graph.ids[p] for p in lexical_hits], cosine, vector)
 
     def seed(sid: str) -> float:
         pos = graph.position.get(sid)  # a scene the index has not caught up with has no lexical evidence
-        return (found[sid][0] - mean) / std + (lexical[pos] if pos is not None else 0.0)
+        return (cosine[sid] - mean) / std + (lexical[pos] if pos is not None else 0.0)
 
-    score = {sid: seed(sid) for sid in found}
+    score = {sid: seed(sid) for sid in cosine}
     if ctx.spread_weight and score and graph.n:
         strongest = sorted(score, key=score.get, reverse=True)[: ctx.spread_seeds]
         top = score[strongest[0]]
         seeds = {graph.position[s]: float(np.exp(score[s] - top)) for s in strongest if s in graph.position}
         boost = ctx.spread_weight * np.log1p(
             graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations) * graph.n)
-        _fetch(mem, [graph.ids[p] for p in _top(boost, ctx.lexical_k)], found, vector)
-        score = {sid: seed(sid) + (boost[graph.position[sid]] if sid in graph.position else 0.0) for sid in found}
+        _add_cosines(mem, [graph.ids[p] for p in _top(boost, ctx.lexical_k)], cosine, vector)
+        score = {sid: seed(sid) + (boost[graph.position[sid]] if sid in graph.position else 0.0) for sid in cosine}
     for sid, bias in crystal_bias(mem, ctx, vector).items():
         if sid in score:
             score[sid] += bias
     best = sorted(score, key=score.get, reverse=True)[:KEEP]
-    return {sid: Recalled(id=sid, text=found[sid][1], title=found[sid][2], dense=round(found[sid][0], 6),
-                          score=round(score[sid] + offset, 6), via=via, depth=depth) for sid in best}
+    kept = mem.scenes(best)
+    return {sid: Recalled(id=sid, text=kept[sid].text, title=kept[sid].title, dense=round(cosine[sid], 6),
+                          score=round(score[sid] + offset, 6), via=via, depth=depth) for sid in best if sid in kept}
 
 
-def _fetch(mem: Memory, ids: list[str], found: dict[str, tuple[float, str, str | None]], vector: np.ndarray) -> None:
-    """Add cosine, text and title of the candidates not yet seen (one store read)."""
-    missing = [sid for sid in ids if sid not in found]
-    if not missing:
-        return
-    for sid, item in mem.store.get(missing, vectors=True).items():
-        found[sid] = (float(np.dot(item["vector"], vector)), item["text"], item["meta"].get("title"))
+def _add_cosines(mem: Memory, ids: list[str], cosine: dict[str, float], vector: np.ndarray) -> None:
+    """Cosine to the field of candidates the dense search did not return (vectors from the scene cache)."""
+    for sid, scene in mem.scenes([sid for sid in ids if sid not in cosine]).items():
+        cosine[sid] = float(np.dot(scene.vector, vector))
 
 
 def crystal_bias(mem: Memory, ctx: Context, vector: np.ndarray) -> dict[str, float]:
     """Scenes of crystals that this field recalls get a bias proportional to strength and cosine."""
     bias: dict[str, float] = defaultdict(float)
-    if not ctx.crystal_weight or mem.store.count("crystals") == 0:
+    if not ctx.crystal_weight:
         return {}
     for crystal in mem.dense(vector[None, :], 3, kind="crystals")[0]:
         if crystal.dense < ctx.crystal_threshold:

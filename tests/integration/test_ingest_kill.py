@@ -28,7 +28,7 @@ from scenemind_data import DEMO_SCENES
 pytestmark = pytest.mark.integration
 
 SCENEMIND = str(Path(sys.executable).with_name("scenemind"))
-COPIES = 2  # 300 demo passages x 2 = 600 distinct scenes: batches of 256, 256 and 88
+COPIES = 3  # 300 demo passages x 3 = 900 distinct scenes: ingest batches of 512 and 388
 TEXT_CHARS = 80
 
 
