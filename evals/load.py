@@ -33,6 +33,7 @@ import numpy as np
 
 from adapters.agent_client import as_update, call_node, node_payload
 from adapters.agent_protocol import NODE_AGENT
+from evals.results import replace_section
 from state.context import Context
 from state.thinking import ThinkingState
 
@@ -150,8 +151,6 @@ def summary(result: dict) -> list[tuple[str, int, float, float, float]]:
 def render(rows, result: dict, clients: int, seconds: float, command: str) -> str:
     errors = sum(result["errors"].values())
     lines = [
-        "## Load",
-        "",
         f"`{command}`",
         "",
         f"{clients} concurrent clients for {seconds:g} s against one `scenemind serve all` on 127.0.0.1 "
@@ -165,18 +164,6 @@ def render(rows, result: dict, clients: int, seconds: float, command: str) -> st
     lines += [f"| {n} | {c} | {r:.1f} | {p50:.0f} | {p99:.0f} |" for n, c, r, p50, p99 in rows]
     lines += ["", f"errors: {errors}" + (f" ({result['errors']})" if errors else ""), ""]
     return "\n".join(lines)
-
-
-def record(section: str) -> None:
-    """Replace (or add) only the "## Load" section of the shared RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
-    start = text.find("## Load\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-    RESULTS.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(rows, result, args.clients, args.seconds, command)
     print(section)
     if args.record:
-        record(section)
+        replace_section(RESULTS, "Load", section)
     return 1 if result["errors"] else 0
 
 

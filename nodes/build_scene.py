@@ -17,6 +17,7 @@ from state.models import Scene
 from state.thinking import ThinkingState
 
 log = logging.getLogger(__name__)
+CARRY_DISCOUNT = 0.5
 
 
 def interpreted(scene: Scene, ctx: Context) -> Scene:
@@ -47,4 +48,10 @@ def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     # turn's probes and spent retrieval budget, so they restart here (a fresh run starts at these values anyway).
     # The field and the active scenes do carry: they are what the conversation has woken so far.
     turn = {"retrievals": Overwrite(0), "probes": Overwrite([]), "covered": Overwrite([]), "pending": []}
+    if state.active:
+        # Carried scenes keep their order but start half the last turn's top score lower, so the new
+        # question's own evidence leads unless the old scenes resonate with it again.
+        drop = max(0.0, *(r.score for r in state.active.values())) * CARRY_DISCOUNT
+        turn["active"] = Overwrite({sid: r.model_copy(update={"score": round(r.score - drop, 6)})
+                                    for sid, r in state.active.items()})
     return {"scene": scene, "field": scene.vector, "depth": 0, "frontier": [], **turn}

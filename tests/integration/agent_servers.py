@@ -73,7 +73,7 @@ def stop(proc: subprocess.Popen, grace_s: float = 15) -> None:
         pass
 
 
-def _ready(url: str) -> bool:
+def ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.status == 200
@@ -86,7 +86,7 @@ def start(argv: list[str], health_url: str, url: str, port: int, log: Path, env:
     with log.open("w") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(log.parent))
-    while not _ready(health_url):
+    while not ready(health_url):
         if proc.poll() is not None:
             raise RuntimeError(f"{argv[:4]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         if time.monotonic() - started > STARTUP_TIMEOUT_S:

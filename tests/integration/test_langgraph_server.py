@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from agent_servers import free_port, ready, stop
 
 pytestmark = pytest.mark.integration
 
@@ -29,34 +27,6 @@ STARTUP_TIMEOUT_S = 90
 STEPS = ("interpret", "resonate", "expand", "formulate", "decode")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ok", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = 15) -> None:
-    """SIGTERM the server's whole process group, SIGKILL it if it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def server(demo_store, tmp_path_factory):
     """(url, startup seconds) of a `langgraph dev` server over a copy of the demo store."""
@@ -64,7 +34,7 @@ def server(demo_store, tmp_path_factory):
     work = tmp_path_factory.mktemp("langgraph_server")
     data_dir = work / "store"
     shutil.copytree(demo_store, data_dir)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCENEMIND_")}
     env.update(LANGGRAPH_NO_VERSION_CHECK="true", SCENEMIND_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1",
@@ -77,7 +47,7 @@ def server(demo_store, tmp_path_factory):
             cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        while not _ready(url):
+        while not ready(f"{url}/ok"):
             if proc.poll() is not None:
                 pytest.fail(f"langgraph dev exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
             if time.monotonic() - start > STARTUP_TIMEOUT_S:
@@ -87,7 +57,7 @@ def server(demo_store, tmp_path_factory):
         print(f"\nlanggraph dev ready in {startup:.1f}s")
         yield url, startup, log_path
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def test_langgraph_dev_streams_a_run_of_scenemind(server):

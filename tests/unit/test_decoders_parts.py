@@ -5,7 +5,7 @@ import json
 import pytest
 
 from adapters.decoders import answer_messages, cited_ids, load_decoder
-from adapters.scene_interpreter import parse_draft, scene_json, validate_draft
+from adapters.scene_interpreter import parse_draft, scene_json
 from adapters.training import read_decoder_examples, read_interpreter_examples
 from evals.field_decoder import token_f1
 from state.errors import DecoderConfigError, InterpreterOutputInvalid, ModelNotFound, SceneFileError
