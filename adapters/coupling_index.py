@@ -110,18 +110,6 @@ class CouplingIndex:
             links = self._db.execute("SELECT COUNT(*) FROM scene_key").fetchone()[0]
         return scenes, links
 
-    def keys_of(self, scene_ids: Sequence[str]) -> dict[str, list[str]]:
-        if not scene_ids:
-            return {}
-        out: dict[str, list[str]] = {sid: [] for sid in scene_ids}
-        with self._lock:
-            for sid, key in self._db.execute(
-                f"SELECT scene_id, key FROM scene_key WHERE scene_id IN ({','.join('?' * len(scene_ids))})",
-                list(scene_ids),
-            ):
-                out[sid].append(key)
-        return out
-
     def graph(self) -> CouplingGraph:
         """The in-memory coupling graph, topped up with scenes added since the last call."""
         with self._lock:

@@ -136,9 +136,6 @@ class Memory:
                 self._scene_cache[sid] = CachedScene(item["text"], item["meta"].get("title"), item["vector"])
         return {sid: self._scene_cache[sid] for sid in ids if sid in self._scene_cache}
 
-    def fetch(self, ids: Sequence[str]) -> dict[str, dict]:
-        return self.store.get(ids, vectors=True)
-
     def stats(self) -> dict[str, object]:
         scenes, links = self.couplings.count()
         return {

@@ -127,13 +127,6 @@ class SceneStore:
             out[sid] = item
         return out
 
-    def all(self, kind: str) -> dict[str, dict[str, Any]]:
-        res = self.collections[kind].get(include=["documents", "metadatas", "embeddings"])
-        return {
-            sid: {"text": doc, "meta": meta or {}, "vector": np.asarray(vec, dtype=np.float32)}
-            for sid, doc, meta, vec in zip(res["ids"], res["documents"], res["metadatas"], res["embeddings"])
-        }
-
 
 def _clean_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """Chroma metadata takes scalars and non-empty lists only."""

@@ -31,9 +31,9 @@ def crystallize(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     ctx = settings(runtime)
     mem = memory(ctx)
     top = top_recalled(state.active, ctx.top_k)
-    stored = mem.fetch([s.id for s in top])
+    stored = mem.scenes([s.id for s in top])
     present = [s for s in top if s.id in stored]
-    field = final_field(unit(state.field), [stored[s.id]["vector"] for s in present], [s.score for s in present])
+    field = final_field(unit(state.field), [stored[s.id].vector for s in present], [s.score for s in present])
     scene_ids = [s.id for s in present]
     crystals: list[Crystal] = []
     near = mem.dense(field[None, :], 1, kind="crystals")[0]

@@ -92,8 +92,8 @@ def plan_probes(state: ThinkingState, mem: Memory, ctx: Context, limit: int) -> 
         vectors = mem.embedder.embed([p.text for p in probes])  # one batch for the whole step
     probes = [p.model_copy(update={"vector": v.tolist()}) for p, v in zip(probes, vectors)]
     if ctx.residual_probes and len(probes) < limit and parents:
-        stored = mem.fetch([r.id for r in parents])
-        rest = residual(unit(state.field), [stored[r.id]["vector"] for r in parents if r.id in stored])
+        stored = mem.scenes([r.id for r in parents])
+        rest = residual(unit(state.field), [stored[r.id].vector for r in parents if r.id in stored])
         text = f"residual of the question after {len(parents)} scenes"
         probes.append(Probe(id=_probe_id(text + question, depth), text=text, depth=depth, reason="residual",
                             entities=entities, vector=unit(rest).tolist()))

@@ -80,10 +80,10 @@ def formulate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     links = link_scenes(top, keys, rarity)
     texts = {s.id: s.text for s in top}
     score = {s.id: s.score for s in top}
-    stored = mem.fetch([s.id for s in top])
+    stored = mem.scenes([s.id for s in top])
     formulas = []
     for chain in chains(top, links):
-        vec = unit(sum(score[sid] * stored[sid]["vector"] for sid in chain if sid in stored))
+        vec = unit(sum(score[sid] * stored[sid].vector for sid in chain if sid in stored))
         in_chain = [c for c in links if c.source in chain and c.target in chain]
         formulas.append(Formula(
             id="f-" + hashlib.sha256("|".join(sorted(chain)).encode()).hexdigest()[:16],

@@ -56,10 +56,6 @@ class Scene(BaseModel):
     delta: float | None = Field(default=None, description="1 - cos(scene, field before it): how new it is")
     meta: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def keys(self) -> list[str]:
-        return [c.key for c in self.components if c.kind in ("entity", "title", "term")]
-
 
 class Recalled(BaseModel):
     """A scene woken from memory, with how strongly and why."""
@@ -67,7 +63,6 @@ class Recalled(BaseModel):
     id: str
     text: str
     title: str | None = None
-    keys: list[str] = Field(default_factory=list)
     score: float = 0.0
     dense: float = 0.0
     via: str = "question"

@@ -148,7 +148,7 @@ def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file, embedder):
     assert again.couplings == len(clean_keys)
     # The vector index survived the kill: a scene from the first (pre-kill) batch and one written
     # by the rerun are each their own nearest neighbour.
-    store = again_mem.fetch([sorted(partial_index)[0], sorted(expected - partial_store)[0]])
+    store = again_mem.scenes([sorted(partial_index)[0], sorted(expected - partial_store)[0]])
     assert len(store) == 2
     for sid, item in store.items():
-        assert again_mem.dense(item["vector"][None, :], k=1)[0][0].id == sid
+        assert again_mem.dense(item.vector[None, :], k=1)[0][0].id == sid
