@@ -19,7 +19,7 @@ import math
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +71,9 @@ class CouplingIndex:
     def add(self, rows: Iterable[SceneRow]) -> int:
         """Add scenes in one transaction (skipping ids already present); returns scenes added."""
         with self._lock, self._db:
-            fresh = [r for r in rows if not self._db.execute("SELECT 1 FROM scene WHERE id = ?", (r.id,)).fetchone()]
+            rows = list(rows)
+            present = self.existing_ids([r.id for r in rows])
+            fresh = [r for r in rows if r.id not in present]
             if not fresh:
                 return 0
             self._db.executemany("INSERT INTO scene (id, title) VALUES (?, ?)", [(r.id, r.title) for r in fresh])
@@ -81,27 +83,30 @@ class CouplingIndex:
         return len(fresh)
 
     def _add_moments(self, vectors: np.ndarray) -> None:
-        count, total, outer = self._read_moments(vectors.shape[1])
+        dim = vectors.shape[1]
+        count, total, outer = self._read_moments() or (0, np.zeros(dim), np.zeros((dim, dim)))
         total, outer = total + vectors.sum(0), outer + vectors.T @ vectors
         self._db.execute("INSERT OR REPLACE INTO moments VALUES (1, ?, ?, ?, ?)",
                          (count + len(vectors), vectors.shape[1], total.tobytes(), outer.tobytes()))
 
-    def _read_moments(self, dim: int) -> tuple[int, np.ndarray, np.ndarray]:
+    def _read_moments(self) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """(count, sum of vectors, sum of outer products), or None before the first scene."""
         row = self._db.execute("SELECT count, dim, total, outer FROM moments WHERE id = 1").fetchone()
         if row is None:
-            return 0, np.zeros(dim), np.zeros((dim, dim))
+            return None
         count, d, total, outer = row
         return count, np.frombuffer(total, dtype=np.float64).copy(), np.frombuffer(outer, dtype=np.float64).reshape(d, d).copy()
 
     # --- reading -------------------------------------------------------------------------
-    def existing_ids(self, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
+    def _select_in(self, sql: str, ids: Sequence[str]) -> Iterator[tuple]:
+        """Rows of `sql` (whose `{in}` marks an IN list) for the ids, 500 at a time (SQLite's bound on parameters)."""
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             with self._lock:
-                found.update(r[0] for r in self._db.execute(
-                    f"SELECT id FROM scene WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-        return found
+                yield from self._db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        return {row[0] for row in self._select_in("SELECT id FROM scene WHERE id IN ({marks})", ids)}
 
     def count(self) -> tuple[int, int]:
         """(scenes, couplings)."""
@@ -118,19 +123,15 @@ class CouplingIndex:
                 new = self._db.execute("SELECT n, id, title FROM scene WHERE n > ? ORDER BY n",
                                        (self._graph.loaded_n,)).fetchall()
                 keys: dict[str, dict[str, int]] = {sid: {} for _, sid, _ in new}
-                for start in range(0, len(new), 500):
-                    chunk = [sid for _, sid, _ in new[start : start + 500]]
-                    for sid, key, tf in self._db.execute(
-                        f"SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN ({','.join('?' * len(chunk))})",
-                        chunk,
-                    ):
-                        keys[sid][key] = tf
-                for n, sid, title in new:
+                for sid, key, tf in self._select_in("SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN ({marks})",
+                                                    [sid for _, sid, _ in new]):
+                    keys[sid][key] = tf
+                for _, sid, title in new:
                     self._graph.add(sid, title, keys[sid])
                 self._graph.loaded_n = last
-                row = self._db.execute("SELECT count, dim, total, outer FROM moments WHERE id = 1").fetchone()
-                if row is not None:
-                    self._graph.set_moments(*self._read_moments(row[1]))
+                moments = self._read_moments()
+                if moments is not None:
+                    self._graph.set_moments(*moments)
             return self._graph.ready()
 
     def close(self) -> None:

@@ -9,13 +9,9 @@ import sys
 import time
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("LANGGRAPH_NO_VERSION_CHECK", "true")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-from state.context import Context  # noqa: E402
-from state.errors import SceneMindError  # noqa: E402
+# The offline env vars are set by the `graph` package's __init__, which runs before this module.
+from state.context import Context
+from state.errors import SceneMindError
 
 
 def _context(args: argparse.Namespace, **extra: Any) -> Context:

@@ -39,8 +39,9 @@ def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     """Compose the question's scene and place it in the shared space."""
     assert state.parse is not None, "interpret runs before build_scene"
     scene_id = "q-" + hashlib.sha256(state.parse.text.encode()).hexdigest()[:16]
-    scene = interpreted(compose_scene(scene_id, state.parse), settings(runtime))
-    vector = memory(settings(runtime)).embedder.embed_one(state.parse.text)
+    ctx = settings(runtime)
+    scene = interpreted(compose_scene(scene_id, state.parse), ctx)
+    vector = memory(ctx).embedder.embed_one(state.parse.text)
     # Delta: how far this scene moves the field it arrives in (1.0 when the field is empty).
     delta = 1.0 - float(np.dot(vector, state.field)) if len(state.field) == len(vector) else 1.0
     scene = scene.model_copy(update={"vector": vector.tolist(), "delta": delta})

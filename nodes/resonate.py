@@ -51,8 +51,7 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
         lexical += ctx.bm25_weight * _z(graph.bm25(terms_of(text)))
     if ctx.title_weight or ctx.mention_weight:
         lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
-    lexical_hits = _top(lexical, ctx.lexical_k) if (ctx.title_weight or ctx.mention_weight or ctx.bm25_weight) else []
-    _add_cosines(mem, [graph.ids[p] for p in lexical_hits], cosine, vector)
+    _add_cosines(mem, [graph.ids[p] for p in _top(lexical, ctx.lexical_k)], cosine, vector)  # none when all 0
 
     def seed(sid: str) -> float:
         pos = graph.position.get(sid)  # a scene the index has not caught up with has no lexical evidence
@@ -66,7 +65,8 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
         boost = ctx.spread_weight * np.log1p(
             graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations) * graph.n)
         _add_cosines(mem, [graph.ids[p] for p in _top(boost, ctx.lexical_k)], cosine, vector)
-        score = {sid: seed(sid) + (boost[graph.position[sid]] if sid in graph.position else 0.0) for sid in cosine}
+        score = {sid: (score[sid] if sid in score else seed(sid))
+                 + (boost[graph.position[sid]] if sid in graph.position else 0.0) for sid in cosine}
     for sid, bias in crystal_bias(mem, ctx, vector).items():
         if sid in score:
             score[sid] += bias
@@ -87,13 +87,12 @@ def crystal_bias(mem: Memory, ctx: Context, vector: np.ndarray) -> dict[str, flo
     bias: dict[str, float] = defaultdict(float)
     if not ctx.crystal_weight:
         return {}
-    for crystal in mem.dense(vector[None, :], 3, kind="crystals")[0]:
-        if crystal.dense < ctx.crystal_threshold:
+    for _, cos, _, meta in mem.store.nearest(vector[None, :], 3, kind="crystals")[0]:
+        if cos < ctx.crystal_threshold:
             continue
-        meta = mem.store.get([crystal.id], kind="crystals").get(crystal.id, {}).get("meta", {})
         strength = float(meta.get("strength", 1.0))
         for sid in meta.get("scene_ids", []):
-            bias[sid] = max(bias[sid], ctx.crystal_weight * min(strength, 3.0) / 3.0 * crystal.dense)
+            bias[sid] = max(bias[sid], ctx.crystal_weight * min(strength, 3.0) / 3.0 * cos)
     return dict(bias)
 
 
