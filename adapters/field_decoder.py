@@ -9,8 +9,16 @@ embeddings that a causal LM reads before it writes. Two ways to get the LM:
 - `base=<folder>`: a local causal LM, frozen, with a LoRA adapter trained
   together with the projector.
 
+With `prototypes=k` the decoder is a retrieve-and-edit model (Guu et al.,
+2018): besides the vector it reads the k sentences of memory nearest to it
+and learns to edit them toward what the vector says, copying the names it
+cannot spell from 384 numbers. At training time a sentence's prototypes are
+its nearest *other* training sentences; in the graph they are the field's
+strongest scenes.
+
 Decoding samples a few candidates and keeps the one whose re-embedding lies
 closest to the vector: the embedder is the judge of what the vector "says".
+Prototypes are never candidates themselves: what comes out is generated.
 Saved as safetensors (+ JSON); `load_field_decoder` builds it once per process.
 """
 
@@ -32,6 +40,9 @@ from state.errors import DecoderConfigError, EmbedderMismatch, ModelNotFound, Sc
 from state.models import Formula, Recalled
 
 META = "field_decoder.json"
+# Decoding a retrieve-and-edit decoder: the pointer prior's weight and the refinement rounds,
+# chosen on held-out scenes (evals/RESULTS.md, "Field decoder"); a folder's meta may override them.
+EDIT_DECODING = {"copy_weight": 4.0, "rounds": 2}
 SPLIT = "split.json"
 
 
@@ -68,6 +79,37 @@ def split_holdout(n: int, holdout: int, seed: int = 0) -> tuple[list[int], list[
     return sorted(order[holdout:]), sorted(order[:holdout])
 
 
+def nearest_prototypes(queries: np.ndarray, bank: np.ndarray, k: int, skip_self: bool = False,
+                       chunk: int = 1024) -> np.ndarray:
+    """Indices of the k bank vectors nearest each query (cosine; unit vectors), best first.
+
+    `skip_self`: the queries are the bank itself, and a row may not pick itself.
+    """
+    out = np.zeros((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        sims = queries[start : start + chunk] @ bank.T
+        if skip_self:
+            sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
+        top = np.argpartition(-sims, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
+        out[start : start + chunk] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def draft_of(text: str, words: list[str], rng: np.random.Generator, drop: float = 0.2,
+             swap: float = 0.2) -> str:
+    """A near miss of `text`: each word dropped or swapped for one of `words` (never the text itself)."""
+    out = []
+    for w in text.split():
+        u = rng.random()
+        if u < drop:
+            continue
+        out.append(words[rng.integers(len(words))] if u < drop + swap and words else w)
+    if out == text.split() or not out:
+        out = text.split()[:-1] or ["."]
+    return " ".join(out)
+
+
 def corpus_vectors(sentences: list[str], embedder: Any, folder: Path) -> np.ndarray:
     """The sentences' vectors, cached in `folder` (safetensors) so evaluation does not embed them again."""
     from safetensors.numpy import load_file, save_file
@@ -80,6 +122,27 @@ def corpus_vectors(sentences: list[str], embedder: Any, folder: Path) -> np.ndar
     vectors = embedder.embed(sentences)
     save_file({"vectors": vectors}, str(cache))
     return vectors
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def pick_spoken(vectors: np.ndarray, options: list[list[str]], embedder: Any,
+                prototypes: list[list[str]] | None = None) -> list[str]:
+    """For each vector, the option whose re-embedding is nearest it, verbatim prototype copies passed over."""
+    flat = [t or "." for opts in options for t in opts]
+    emb = embedder.embed(flat)
+    best, k = [], 0
+    for i, (v, opts) in enumerate(zip(vectors, options)):
+        sims = emb[k : k + len(opts)] @ np.asarray(v, dtype=np.float32)
+        shown = {_plain(p) for p in (prototypes[i] if prototypes else [])}
+        copies = np.array([_plain(t) in shown for t in opts])
+        if not copies.all():
+            sims = np.where(copies, -np.inf, sims)
+        best.append(opts[int(np.argmax(sims))])
+        k += len(opts)
+    return best
 
 
 # ---------- model ----------
@@ -144,6 +207,12 @@ class FieldDecoderModel:
         self.meta["lexical_weight"] = weight
         return time.perf_counter() - start
 
+    def decoding(self, key: str):
+        """A decoding default: the folder's own, else EDIT_DECODING's for an edit decoder, else off."""
+        if key in self.meta:
+            return self.meta[key]
+        return EDIT_DECODING[key] if self.meta.get("prototypes", 0) else {"copy_weight": 0.0, "rounds": 1}[key]
+
     def _embeds(self, vectors, ids):
         import torch
 
@@ -151,52 +220,96 @@ class FieldDecoderModel:
         tokens = self.lm.get_input_embeddings()(ids)
         return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
 
-    def loss(self, vectors, ids, mask):
+    def loss(self, vectors, ids, mask, labels):
         import torch
 
         embeds = self._embeds(vectors, ids)
         n = self.projector.n_prefix
         ones = torch.ones(ids.shape[0], n, dtype=mask.dtype)
-        labels = ids.masked_fill(mask == 0, -100)
-        labels[:, 0] = -100  # BOS is given, not predicted
-        labels = torch.cat([torch.full_like(ones, -100, dtype=labels.dtype), labels], dim=1)
+        labels = torch.cat([torch.full((ids.shape[0], n), -100, dtype=labels.dtype), labels], dim=1)
         return self.lm(inputs_embeds=embeds, attention_mask=torch.cat([ones, mask], dim=1), labels=labels).loss
 
-    def encode(self, texts: list[str], max_tokens: int):
-        tok = self.tokenizer
-        rows = [[tok.bos_token_id] + tok(t, add_special_tokens=False)["input_ids"][: max_tokens - 2]
-                + [tok.eos_token_id] for t in texts]
-        width = max(len(r) for r in rows)
+    def _prompt(self, prototypes: list[str]) -> list[int]:
+        """BOS, then each prototype closed by EOS: the text to edit comes before the text to write."""
+        tok, cut = self.tokenizer, self.meta["max_tokens"] - 2
+        row = [tok.bos_token_id]
+        for p in prototypes:
+            row += tok(p, add_special_tokens=False)["input_ids"][:cut] + [tok.eos_token_id]
+        return row
+
+    def encode(self, texts: list[str], prototypes: list[list[str]] | None = None):
+        """(ids, mask, labels), right-padded; only the target text and its EOS are labelled."""
         import torch
 
+        tok, cut = self.tokenizer, self.meta["max_tokens"] - 2
+        rows, starts = [], []
+        for i, t in enumerate(texts):
+            head = self._prompt(prototypes[i] if prototypes else [])
+            rows.append(head + tok(t, add_special_tokens=False)["input_ids"][:cut] + [tok.eos_token_id])
+            starts.append(len(head))
+        width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
-        return ids, mask
+            labels[i, starts[i] : len(r)] = ids[i, starts[i] : len(r)]
+        return ids, mask, labels
+
+    def _prompt_embeds(self, vectors, prototypes: list[list[str]] | None):
+        """Left-padded [pad…][prefix][BOS proto EOS …] embeddings and their mask, one row per vector."""
+        import torch
+
+        rows = [self._prompt(prototypes[i] if prototypes else []) for i in range(len(vectors))]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r)
+        tokens = self.lm.get_input_embeddings()(ids)
+        prefix = self.projector(vectors).to(tokens.dtype)
+        n = prefix.shape[1]
+        embeds = torch.zeros(len(rows), width + n, tokens.shape[2], dtype=tokens.dtype)
+        mask = torch.zeros(len(rows), width + n, dtype=torch.long)
+        for i, r in enumerate(rows):
+            pad = width - len(r)
+            embeds[i, :pad] = tokens[i, :pad]
+            embeds[i, pad : pad + n] = prefix[i]
+            embeds[i, pad + n :] = tokens[i, pad:]
+            mask[i, pad:] = 1
+        return embeds, mask
 
     def generate(self, vectors: np.ndarray, candidates: int = 1, max_new_tokens: int = 48,
                  temperature: float = 0.8, batch_size: int = 64, seed: int = 0,
-                 lexical_weight: float | None = None) -> list[list[str]]:
+                 lexical_weight: float | None = None,
+                 prototypes: list[list[str]] | None = None, copy_weight: float | None = None) -> list[list[str]]:
         """For each vector: the greedy text, then `candidates - 1` sampled ones.
 
+        `prototypes[i]` are the memory sentences the text for vector i may edit
+        (a model trained with prototypes needs them; extra ones are cut).
+
         With a lexical head, every step's logits lean toward the tokens the
-        vector says the text holds (log-sigmoid of the head, times the weight).
+        vector says the text holds (log-sigmoid of the head, times the weight);
+        `copy_weight` adds a flat bonus to the prototypes' tokens.
         """
         import torch
 
         torch.manual_seed(seed)
         weight = self.meta.get("lexical_weight", 0.0) if lexical_weight is None else lexical_weight
+        k = self.meta.get("prototypes", 0)
+        if copy_weight is None:
+            copy_weight = self.decoding("copy_weight")
+        if k and (prototypes is None or len(prototypes) != len(vectors)):
+            raise DecoderConfigError(f"this field decoder edits {k} prototype sentence(s) per vector: "
+                                     "pass prototypes (one list per vector)")
         out: list[list[str]] = [[] for _ in range(len(vectors))]
         self.projector.eval()
         self.lm.eval()
         for start in range(0, len(vectors), batch_size):
             chunk = torch.tensor(np.asarray(vectors[start : start + batch_size]), dtype=torch.float32)
-            bos = torch.full((len(chunk), 1), self.tokenizer.bos_token_id, dtype=torch.long)
+            protos = [list(p)[:k] for p in prototypes[start : start + batch_size]] if k else None
             with torch.inference_mode():
-                embeds = self._embeds(chunk, bos)
-                mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+                embeds, mask = self._prompt_embeds(chunk, protos)
                 runs = [dict(do_sample=False)]
                 if candidates > 1:
                     runs.append(dict(do_sample=True, temperature=temperature, top_p=0.95,
@@ -204,6 +317,13 @@ class FieldDecoderModel:
                 bias = None
                 if self.lexical is not None and weight:
                     bias = weight * torch.nn.functional.logsigmoid(self.lexical(chunk))
+                if protos and copy_weight:
+                    # A pointer prior: the prototypes' tokens are the likeliest names to copy.
+                    seen = torch.zeros(len(chunk), self.lm.get_input_embeddings().weight.shape[0])
+                    for i, p in enumerate(protos):
+                        seen[i, self._prompt(p)] = copy_weight
+                    seen[:, self.tokenizer.all_special_ids] = 0.0
+                    bias = seen if bias is None else bias + seen
                 for run in runs:
                     extra: dict[str, Any] = {}
                     if bias is not None:
@@ -218,16 +338,27 @@ class FieldDecoderModel:
                         out[start + i].extend(t.strip() for t in texts[i * per : (i + 1) * per])
         return out
 
-    def speak(self, vectors: np.ndarray, embedder: Any, candidates: int = 8, max_new_tokens: int = 48) -> list[str]:
-        """The candidate whose re-embedding is closest to each vector."""
-        options = self.generate(vectors, candidates=candidates, max_new_tokens=max_new_tokens)
-        flat = [t or "." for opts in options for t in opts]
-        emb = embedder.embed(flat)
-        best, k = [], 0
-        for v, opts in zip(vectors, options):
-            sims = emb[k : k + len(opts)] @ np.asarray(v, dtype=np.float32)
-            best.append(opts[int(np.argmax(sims))])
-            k += len(opts)
+    def speak(self, vectors: np.ndarray, embedder: Any, candidates: int = 8, max_new_tokens: int = 48,
+              prototypes: list[list[str]] | None = None, rounds: int | None = None,
+              copy_weight: float | None = None) -> list[str]:
+        """The candidate whose re-embedding is closest to each vector.
+
+        A candidate that only repeats one of its prototypes word for word is
+        passed over while an edited one exists: the decoder is to say what
+        the vector holds, not to hand back the memory it was shown. With
+        `rounds` > 1 (and prototypes) each round edits the best text so far,
+        in the first prototype's place, and adds its candidates to the pool.
+        """
+        rounds = self.decoding("rounds") if rounds is None else rounds
+        options = self.generate(vectors, candidates=candidates, max_new_tokens=max_new_tokens, prototypes=prototypes,
+                                copy_weight=copy_weight)
+        best = pick_spoken(vectors, options, embedder, prototypes)
+        for _ in range(rounds - 1 if prototypes else 0):
+            drafts = [[b] + list(p)[1:] for b, p in zip(best, prototypes)]
+            more = self.generate(vectors, candidates=candidates, max_new_tokens=max_new_tokens, prototypes=drafts,
+                                 copy_weight=copy_weight)
+            options = [o + m for o, m in zip(options, more)]
+            best = pick_spoken(vectors, options, embedder, prototypes)
         return best
 
     def save(self, out: Path) -> None:
@@ -246,13 +377,14 @@ class FieldDecoderModel:
 
 
 def _build(base: str, texts: list[str], dim: int, n_prefix: int, work: Path, hidden: int, layers: int,
-           vocab: int, rank: int):
+           vocab: int, rank: int, max_positions: int):
     """(lm, tokenizer, kind) ready to train: a tiny LM from scratch, or a frozen base + LoRA."""
     if base == "tiny":
         from adapters.training import tiny_causal_lm, train_tokenizer
 
         tokenizer = train_tokenizer(texts, work / "lm", vocab_size=vocab)
-        lm = tiny_causal_lm(tokenizer, hidden=hidden, layers=layers, heads=max(1, hidden // 64), max_positions=128)
+        lm = tiny_causal_lm(tokenizer, hidden=hidden, layers=layers, heads=max(1, hidden // 64),
+                            max_positions=max_positions)
         return lm, tokenizer, "tiny"
     from peft import LoraConfig, get_peft_model
 
@@ -272,15 +404,25 @@ def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str 
                         epochs: int = 5, lr: float = 2e-3, batch_size: int = 32, holdout: int = 200,
                         n_prefix: int = 4, hidden: int = 192, layers: int = 3, vocab: int = 3072, rank: int = 16,
                         max_tokens: int = 48, noise: float = 0.3, limit: int | None = None, seed: int = 0,
-                        lexical_weight: float = 1.0, threads: int | None = None, progress: bool = True) -> dict:
-    """Train projector (+ tiny LM or LoRA) on the corpus's first sentences, holding out `holdout` passages."""
+                        lexical_weight: float = 1.0, prototypes: int = 2, drafts: float = 0.25,
+                        threads: int | None = None, progress: bool = True) -> dict:
+    """Train projector (+ tiny LM or LoRA) on the corpus's first sentences, holding out `holdout` passages.
+
+    `prototypes=k` > 0 trains a retrieve-and-edit decoder: each sentence is
+    written after k of its nearest other training sentences (drawn each epoch
+    from the nearest k + 2, so the model learns to edit, not to copy). In a
+    `drafts` share of the examples the first prototype is a draft of the
+    target itself, words dropped or swapped for its neighbours' words, so the
+    model also learns to correct a near miss: decoding can then feed its
+    best text back for another round (vec2text-style refinement).
+    """
     import torch
     from tqdm import tqdm
 
     from adapters.embedder import load_embedder
 
-    if epochs < 1 or lr <= 0 or batch_size < 1:
-        raise DecoderConfigError("epochs and batch size must be >= 1, lr > 0")
+    if epochs < 1 or lr <= 0 or batch_size < 1 or prototypes < 0:
+        raise DecoderConfigError("epochs and batch size must be >= 1, lr > 0, prototypes >= 0")
     if threads:
         torch.set_num_threads(threads)  # on a busy 2-core box one thread is often faster than two
     torch.manual_seed(seed)
@@ -297,11 +439,13 @@ def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str 
     vectors = corpus_vectors(sentences, embedder, out_dir)
     embed_s = time.perf_counter() - start
     train_texts = [sentences[i] for i in train_idx]
-    lm, tokenizer, kind = _build(base, train_texts, vectors.shape[1], n_prefix, out_dir, hidden, layers, vocab, rank)
+    lm, tokenizer, kind = _build(base, train_texts, vectors.shape[1], n_prefix, out_dir, hidden, layers, vocab, rank,
+                                 max_positions=n_prefix + (prototypes + 1) * max_tokens + 8)
     projector = _projector(vectors.shape[1], lm.get_input_embeddings().weight.shape[1], n_prefix)
     meta = {"kind": kind, "base": base if kind == "tiny" else str(Path(base).resolve()), "embedder": embedder.name,
             "dim": int(vectors.shape[1]), "n_prefix": n_prefix, "max_tokens": max_tokens, "corpus": str(corpus),
-            "sentences": len(sentences), "holdout": holdout, "seed": seed, "epochs": epochs, "lr": lr}
+            "sentences": len(sentences), "holdout": holdout, "seed": seed, "epochs": epochs, "lr": lr,
+            "prototypes": prototypes, "drafts": drafts if prototypes else 0.0}
     model = FieldDecoderModel(lm, tokenizer, projector, meta)
     params = [p for p in list(lm.parameters()) + list(projector.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -309,6 +453,21 @@ def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str 
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     train_vec = torch.tensor(vectors[train_idx])
     gen = torch.Generator().manual_seed(seed)
+    pool = nearest_prototypes(vectors[train_idx], vectors[train_idx], prototypes + 2, skip_self=True) \
+        if prototypes else None
+    draw = np.random.default_rng(seed)
+
+    def prototypes_of(rows: list[int]) -> list[list[str]] | None:
+        if pool is None:
+            return None
+        # k of the nearest k + 2, kept in nearness order; a duplicate of the target is never a prototype.
+        picks = [sorted(draw.choice(pool.shape[1], prototypes, replace=False)) for _ in rows]
+        out = [[train_texts[j] for j in pool[r, p] if train_texts[j] != train_texts[r]] for r, p in zip(rows, picks)]
+        for r, protos in zip(rows, out):
+            if draw.random() < drafts:
+                protos[:1] = [draft_of(train_texts[r], " ".join(train_texts[j] for j in pool[r]).split(), draw)]
+        return out
+
     losses: list[float] = []
     lm.train()
     projector.train()
@@ -321,8 +480,9 @@ def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str 
                 # Noise on the vector: held-out scenes are never exactly a training vector.
                 v = torch.nn.functional.normalize(v + noise * torch.rand(len(v), 1, generator=gen)
                                                   * torch.randn(v.shape, generator=gen) / v.shape[1] ** 0.5, dim=-1)
-                ids, mask = model.encode([train_texts[i] for i in batch.tolist()], max_tokens)
-                loss = model.loss(v, ids, mask)
+                rows = batch.tolist()
+                ids, mask, labels = model.encode([train_texts[i] for i in rows], prototypes_of(rows))
+                loss = model.loss(v, ids, mask, labels)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
@@ -394,6 +554,9 @@ class FieldTextDecoder:
     def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula]) -> Decoded:
         if not len(field):
             return Decoded("The field is empty: nothing to say.", [])
+        k = self.model.meta.get("prototypes", 0)
+        # The field's strongest scenes are the memory it edits (their first sentences, as in training).
+        protos = [[first_sentence(s.text) for s in scenes[:k]]] if k else None
         text = self.model.speak(np.asarray([field], dtype=np.float32), self.embedder, self.candidates,
-                                self.max_new_tokens)[0]
+                                self.max_new_tokens, prototypes=protos)[0]
         return Decoded(text, [s.id for s in scenes])

@@ -18,6 +18,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                      "all-MiniLM-L6-v2", epochs=args.epochs or 5, lr=args.lr or 2e-3,
                                      batch_size=args.batch_size, holdout=args.holdout, hidden=args.hidden,
                                      layers=args.layers, vocab=args.vocab, limit=args.limit, threads=args.threads,
+                                     prototypes=args.prototypes,
                                      progress=not args.quiet)
         print(json.dumps(report))
         print(f"field decoder saved to {args.out}: use it with --decoder field:{args.out}; "
@@ -62,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--layers", type=int, default=3, help="field-decoder --base tiny: layers")
     tr.add_argument("--vocab", type=int, default=3072, help="field-decoder --base tiny: BPE vocabulary")
     tr.add_argument("--limit", type=int, help="field-decoder: use the first N sentences only")
+    tr.add_argument("--prototypes", type=int, default=2,
+                    help="field-decoder: nearest memory sentences it reads and edits (0: the vector alone)")
     tr.add_argument("--threads", type=int, help="torch threads (1 is often faster on a busy 2-core machine)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)

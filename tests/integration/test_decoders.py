@@ -32,7 +32,7 @@ from graph import graph
 from graph.cli import main as cli_main
 from scenemind_data import DEMO_QUESTION, DEMO_SCENES
 from state.context import Context
-from state.errors import AdapterMismatch, DecoderUnavailable, ModelNotFound
+from state.errors import AdapterMismatch, DecoderConfigError, DecoderUnavailable, ModelNotFound
 from state.models import Recalled
 
 pytestmark = pytest.mark.integration
@@ -363,13 +363,32 @@ def test_field_decoder_trains_saves_and_speaks_through_the_graph(demo_store, tmp
     corpus.write_text(Path(DEMO_SCENES).read_text())
     out_dir = tmp_path / "field"
     meta = train_field_decoder(str(corpus), "tiny", str(out_dir), epochs=2, hidden=32, layers=1, vocab=400,
-                               holdout=20, batch_size=16, limit=120, progress=False)
-    assert meta["final_loss"] < meta["first_loss"]
+                               holdout=20, batch_size=16, limit=120, prototypes=2, progress=False)
+    assert meta["final_loss"] < meta["first_loss"] and meta["prototypes"] == 2
     assert {"projector.safetensors", "field_decoder.json", "split.json"} <= {p.name for p in out_dir.iterdir()}
     assert (out_dir / "lm" / "model.safetensors").exists()
-    texts = load_field_decoder(str(out_dir)).generate(embedder.embed(["Luis Mandoki is a director."]), candidates=3,
-                                                      max_new_tokens=8)
-    assert len(texts[0]) == 3
+    model = load_field_decoder(str(out_dir))
+    vectors = embedder.embed(["Luis Mandoki is a director.", "Gaby is a film."])
+    protos = [["Luis Mandoki is a Mexican film director born in Mexico City in 1954.", "Gaby is a film."],
+              ["A film."]]
+    texts = model.generate(vectors, candidates=3, max_new_tokens=8, prototypes=protos)
+    assert [len(t) for t in texts] == [3, 3]
+    with pytest.raises(DecoderConfigError, match="prototype"):
+        model.generate(vectors, prototypes=None)
+
+    # Prompts of different lengths are left-padded: each row decodes as it would alone.
+    def scores(rows):
+        embeds, mask = model._prompt_embeds(torch.tensor(vectors[rows]), [protos[i] for i in rows])
+        with torch.inference_mode():
+            out = model.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=3, min_new_tokens=3,
+                                    do_sample=False, output_scores=True, return_dict_in_generate=True,
+                                    pad_token_id=model.tokenizer.pad_token_id)
+        return torch.stack(out.scores, dim=1)
+
+    both = scores([0, 1])
+    assert torch.allclose(both[1], scores([1])[0], atol=1e-4) and torch.allclose(both[0], scores([0])[0], atol=1e-4)
+
+    # In the graph the field's strongest scenes are the prototypes it edits.
     out = graph.invoke({"question": DEMO_QUESTION},
                        context=Context(data_dir=demo_store, decoder=f"field:{out_dir}", max_new_tokens=12))
     top = sorted(out["active"].values(), key=lambda r: -r.score)[:5]
@@ -383,7 +402,7 @@ def test_field_decoder_with_lora_on_a_local_base(tiny_lm, tmp_path, embedder):
     corpus.write_text(Path(DEMO_SCENES).read_text())
     out_dir = tmp_path / "field_lora"
     meta = train_field_decoder(str(corpus), tiny_lm, str(out_dir), epochs=1, holdout=10, batch_size=16, limit=60,
-                               rank=4, progress=False)
+                               rank=4, prototypes=0, progress=False)
     assert meta["kind"] == "lora" and (out_dir / "adapter" / "adapter_model.safetensors").exists()
     spoken = load_field_decoder(str(out_dir)).speak(embedder.embed(["Gaby is a film."]), embedder, candidates=2,
                                                     max_new_tokens=6)

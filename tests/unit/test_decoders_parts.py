@@ -133,3 +133,48 @@ def test_holdout_split_is_disjoint_and_seeded():
     train, held = split_holdout(100, 10, seed=3)
     assert len(held) == 10 and not set(train) & set(held) and len(train) + len(held) == 100
     assert split_holdout(100, 10, seed=3) == (train, held)
+
+
+def test_nearest_prototypes_are_best_first_and_never_the_query_itself():
+    import numpy as np
+
+    from adapters.field_decoder import nearest_prototypes
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(50, 8)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    own = nearest_prototypes(bank, bank, 3, skip_self=True, chunk=7)  # chunks cross the diagonal
+    assert all(i not in row for i, row in enumerate(own))
+    sims = bank @ bank.T
+    np.fill_diagonal(sims, -np.inf)
+    assert (own[:, 0] == sims.argmax(axis=1)).all()
+    assert (np.take_along_axis(sims, own, axis=1)[:, :-1] >= np.take_along_axis(sims, own, axis=1)[:, 1:]).all()
+    assert (nearest_prototypes(bank[:5], bank, 1)[:, 0] == np.arange(5)).all()  # without skip_self: itself
+
+
+def test_spoken_text_passes_over_verbatim_prototype_copies(embedder):
+    from adapters.field_decoder import pick_spoken
+
+    proto = "Luis Mandoki is a Mexican film director."
+    vec = embedder.embed([proto])
+    edited = "Luis Mandoki is a Mexican director."
+    # The copy is nearer the vector (it is the vector's own text) but is only memory handed back.
+    assert pick_spoken(vec, [[" luis mandoki is a  Mexican film director.", edited]], embedder, [[proto]]) == [edited]
+    # Without prototypes, or when every option is a copy, the nearest option is spoken.
+    assert pick_spoken(vec, [[proto, edited]], embedder) == [proto]
+    assert pick_spoken(vec, [[proto]], embedder, [[proto]]) == [proto]
+
+
+def test_a_draft_is_a_near_miss_of_its_text_never_the_text():
+    import numpy as np
+
+    from adapters.field_decoder import draft_of
+
+    rng = np.random.default_rng(1)
+    text = "Dan Milne is a British actor and director known for EastEnders."
+    pool = ["Ian", "Barry", "Australian"]
+    drafts = [draft_of(text, pool, rng) for _ in range(50)]
+    assert all(d != text and d for d in drafts)
+    assert all(set(d.split()) <= set(text.split()) | set(pool) for d in drafts)
+    assert any(set(d.split()) & set(pool) for d in drafts)  # some words were swapped for the pool's
+    assert draft_of("One", [], rng) == "."  # a one-word text has no near miss but a stop
