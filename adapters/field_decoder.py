@@ -131,17 +131,26 @@ def _plain(text: str) -> str:
 def pick_spoken(vectors: np.ndarray, options: list[list[str]], embedder: Any,
                 prototypes: list[list[str]] | None = None) -> list[str]:
     """For each vector, the option whose re-embedding is nearest it, verbatim prototype copies passed over."""
-    flat = [t or "." for opts in options for t in opts]
-    emb = embedder.embed(flat)
-    best, k = [], 0
-    for i, (v, opts) in enumerate(zip(vectors, options)):
-        sims = emb[k : k + len(opts)] @ np.asarray(v, dtype=np.float32)
+    return _choose(vectors, options, _embed_options(options, embedder), prototypes)
+
+
+def _embed_options(options: list[list[str]], embedder: Any) -> list[np.ndarray]:
+    """Each vector's options embedded, in one embedder call."""
+    emb = embedder.embed([t or "." for opts in options for t in opts])
+    cuts = np.cumsum([len(opts) for opts in options])[:-1]
+    return np.split(emb, cuts)
+
+
+def _choose(vectors: np.ndarray, options: list[list[str]], embedded: list[np.ndarray],
+            prototypes: list[list[str]] | None) -> list[str]:
+    best = []
+    for i, (v, opts, emb) in enumerate(zip(vectors, options, embedded)):
+        sims = emb @ np.asarray(v, dtype=np.float32)
         shown = {_plain(p) for p in (prototypes[i] if prototypes else [])}
         copies = np.array([_plain(t) in shown for t in opts])
         if not copies.all():
             sims = np.where(copies, -np.inf, sims)
         best.append(opts[int(np.argmax(sims))])
-        k += len(opts)
     return best
 
 
@@ -258,7 +267,7 @@ class FieldDecoderModel:
         return ids, mask, labels
 
     def _prompt_embeds(self, vectors, prototypes: list[list[str]] | None):
-        """Left-padded [pad…][prefix][BOS proto EOS …] embeddings and their mask, one row per vector."""
+        """Left-padded [pad…][prefix][BOS proto EOS …] embeddings, their mask and each row's prompt tokens."""
         import torch
 
         rows = [self._prompt(prototypes[i] if prototypes else []) for i in range(len(vectors))]
@@ -277,7 +286,7 @@ class FieldDecoderModel:
             embeds[i, pad : pad + n] = prefix[i]
             embeds[i, pad + n :] = tokens[i, pad:]
             mask[i, pad:] = 1
-        return embeds, mask
+        return embeds, mask, rows
 
     def generate(self, vectors: np.ndarray, candidates: int = 1, max_new_tokens: int = 48,
                  temperature: float = 0.8, batch_size: int = 64, seed: int = 0,
@@ -309,7 +318,7 @@ class FieldDecoderModel:
             chunk = torch.tensor(np.asarray(vectors[start : start + batch_size]), dtype=torch.float32)
             protos = [list(p)[:k] for p in prototypes[start : start + batch_size]] if k else None
             with torch.inference_mode():
-                embeds, mask = self._prompt_embeds(chunk, protos)
+                embeds, mask, prompts = self._prompt_embeds(chunk, protos)
                 runs = [dict(do_sample=False)]
                 if candidates > 1:
                     runs.append(dict(do_sample=True, temperature=temperature, top_p=0.95,
@@ -320,8 +329,8 @@ class FieldDecoderModel:
                 if protos and copy_weight:
                     # A pointer prior: the prototypes' tokens are the likeliest names to copy.
                     seen = torch.zeros(len(chunk), self.lm.get_input_embeddings().weight.shape[0])
-                    for i, p in enumerate(protos):
-                        seen[i, self._prompt(p)] = copy_weight
+                    for i, row in enumerate(prompts):
+                        seen[i, row] = copy_weight
                     seen[:, self.tokenizer.all_special_ids] = 0.0
                     bias = seen if bias is None else bias + seen
                 for run in runs:
@@ -352,13 +361,16 @@ class FieldDecoderModel:
         rounds = self.decoding("rounds") if rounds is None else rounds
         options = self.generate(vectors, candidates=candidates, max_new_tokens=max_new_tokens, prototypes=prototypes,
                                 copy_weight=copy_weight)
-        best = pick_spoken(vectors, options, embedder, prototypes)
+        embedded = _embed_options(options, embedder)
+        best = _choose(vectors, options, embedded, prototypes)
         for _ in range(rounds - 1 if prototypes else 0):
             drafts = [[b] + list(p)[1:] for b, p in zip(best, prototypes)]
             more = self.generate(vectors, candidates=candidates, max_new_tokens=max_new_tokens, prototypes=drafts,
                                  copy_weight=copy_weight)
+            # Only the new candidates are embedded; the pool keeps the earlier rounds'.
+            embedded = [np.concatenate([e, m]) for e, m in zip(embedded, _embed_options(more, embedder))]
             options = [o + m for o, m in zip(options, more)]
-            best = pick_spoken(vectors, options, embedder, prototypes)
+            best = _choose(vectors, options, embedded, prototypes)
         return best
 
     def save(self, out: Path) -> None:

@@ -378,7 +378,7 @@ def test_field_decoder_trains_saves_and_speaks_through_the_graph(demo_store, tmp
 
     # Prompts of different lengths are left-padded: each row decodes as it would alone.
     def scores(rows):
-        embeds, mask = model._prompt_embeds(torch.tensor(vectors[rows]), [protos[i] for i in rows])
+        embeds, mask, _ = model._prompt_embeds(torch.tensor(vectors[rows]), [protos[i] for i in rows])
         with torch.inference_mode():
             out = model.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=3, min_new_tokens=3,
                                     do_sample=False, output_scores=True, return_dict_in_generate=True,
