@@ -350,7 +350,13 @@ class FieldDecoderModel:
     def speak(self, vectors: np.ndarray, embedder: Any, candidates: int = 8, max_new_tokens: int = 48,
               prototypes: list[list[str]] | None = None, rounds: int | None = None,
               copy_weight: float | None = None) -> list[str]:
-        """The candidate whose re-embedding is closest to each vector.
+        """The candidate whose re-embedding is closest to each vector (see `speak_rounds`)."""
+        return self.speak_rounds(vectors, embedder, candidates, max_new_tokens, prototypes, rounds, copy_weight)[-1]
+
+    def speak_rounds(self, vectors: np.ndarray, embedder: Any, candidates: int = 8, max_new_tokens: int = 48,
+                     prototypes: list[list[str]] | None = None, rounds: int | None = None,
+                     copy_weight: float | None = None) -> list[list[str]]:
+        """The best text per vector after each round: the candidate whose re-embedding is closest to it.
 
         A candidate that only repeats one of its prototypes word for word is
         passed over while an edited one exists: the decoder is to say what
@@ -362,16 +368,16 @@ class FieldDecoderModel:
         options = self.generate(vectors, candidates=candidates, max_new_tokens=max_new_tokens, prototypes=prototypes,
                                 copy_weight=copy_weight)
         embedded = _embed_options(options, embedder)
-        best = _choose(vectors, options, embedded, prototypes)
+        bests = [_choose(vectors, options, embedded, prototypes)]
         for _ in range(rounds - 1 if prototypes else 0):
-            drafts = [[b] + list(p)[1:] for b, p in zip(best, prototypes)]
+            drafts = [[b] + list(p)[1:] for b, p in zip(bests[-1], prototypes)]
             more = self.generate(vectors, candidates=candidates, max_new_tokens=max_new_tokens, prototypes=drafts,
                                  copy_weight=copy_weight)
             # Only the new candidates are embedded; the pool keeps the earlier rounds'.
             embedded = [np.concatenate([e, m]) for e, m in zip(embedded, _embed_options(more, embedder))]
             options = [o + m for o, m in zip(options, more)]
-            best = _choose(vectors, options, embedded, prototypes)
-        return best
+            bests.append(_choose(vectors, options, embedded, prototypes))
+        return bests
 
     def save(self, out: Path) -> None:
         from safetensors.torch import save_file

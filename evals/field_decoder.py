@@ -26,9 +26,10 @@ import numpy as np
 from adapters.embedder import load_embedder
 from adapters.field_decoder import (META, SPLIT, _plain, corpus_vectors, load_field_decoder, nearest_prototypes,
                                     read_sentences)
+from evals.results import replace_section
 
 HERE = Path(__file__).resolve().parent
-SECTION = "## Field decoder"
+SECTION = "Field decoder"
 
 
 def tokens(text: str) -> list[str]:
@@ -75,13 +76,10 @@ def evaluate(model_dir: str, candidates: int = 24, limit: int | None = None, fit
     plain = [opts[0] for opts in model.generate(target, candidates=1, lexical_weight=0.0, copy_weight=0.0,
                                                 prototypes=protos)]
     greedy = [opts[0] for opts in model.generate(target, candidates=1, prototypes=protos)]
-    rows_of_spoken = {}
-    rounds = model.decoding("rounds")
-    if rounds > 1 and protos:
-        rows_of_spoken[f"field decoder (best of {candidates}, one round)"] = model.speak(
-            target, embedder, candidates=candidates, prototypes=protos, rounds=1)
-    spoken = model.speak(target, embedder, candidates=candidates, prototypes=protos)
-    best_name = f"field decoder (best of {candidates}" + (f", {rounds} rounds)" if rounds > 1 and protos else ")")
+    by_round = model.speak_rounds(target, embedder, candidates=candidates, prototypes=protos)
+    spoken, rounds = by_round[-1], len(by_round)
+    rows_of_spoken = {f"field decoder (best of {candidates}, one round)": by_round[0]} if rounds > 1 else {}
+    best_name = f"field decoder (best of {candidates}" + (f", {rounds} rounds)" if rounds > 1 else ")")
     rows_of_spoken[best_name] = spoken
     decode_s = time.perf_counter() - start
 
@@ -136,7 +134,7 @@ def plot(result: dict, path: Path) -> None:
 
 def write_section(result: dict, command: str, results_md: Path, note: str = "") -> None:
     meta = result["meta"]
-    lines = [SECTION, "",
+    lines = [
              "Text from the scene vector: a projector maps a 384-d MiniLM vector to "
              f"{meta['n_prefix']} soft-prefix embeddings of a causal LM "
              f"({'a small Llama trained from scratch with a BPE tokenizer trained on the corpus' if meta['kind'] == 'tiny' else 'LoRA on ' + meta['base']}). "
@@ -172,15 +170,7 @@ def write_section(result: dict, command: str, results_md: Path, note: str = "") 
     for g, d, n in result["examples"][:3]:
         lines += [f"- original: {g}", f"  - decoded: {d}", f"  - nearest: {n}"]
     lines += ["", "![field decoder](field_decoder.png)", ""]
-    section = "\n".join(lines)
-    text = results_md.read_text() if results_md.exists() else "# Results\n"
-    if SECTION in text:  # replace only our own section, up to the next "## "
-        head, _, rest = text.partition(SECTION)
-        nxt = re.search(r"^## ", rest, flags=re.M)
-        text = head + section + ("\n" + rest[nxt.start():] if nxt else "")
-    else:
-        text = text.rstrip() + "\n\n" + section
-    results_md.write_text(text)
+    replace_section(results_md, SECTION, "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
