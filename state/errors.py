@@ -68,3 +68,15 @@ class AgentRefused(SceneMindError, ValueError):
 
 class SettingsError(SceneMindError, ValueError):
     """A setting cannot work as given (bad SCENEMIND_AGENTS, a public address without a token ...)."""
+
+
+class StoreBusy(SceneMindError):
+    """Another process is writing to this data dir (an ingest or a repair); names its pid."""
+
+
+class StoreDamaged(SceneMindError):
+    """A store file is damaged or the store and its couplings index disagree; names the file and the repair."""
+
+
+class StoreFull(SceneMindError):
+    """The disk under the store filled up during a write; the write was rolled back."""
