@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 import state.errors as domain
 from adapters.agent_protocol import AGENT_NODES, NODE_AGENT, PROBE_NODES, NodeReply, RunSettings
-from adapters.embedder import resolve_embedder
+from adapters.embedder import embedder_info
 from state.context import Context
 from state.errors import AgentRefused, AgentUnavailable, SceneMindError, SettingsError
 from state.models import Probe
@@ -51,9 +51,8 @@ def agent_url(agents: dict[str, str], node: str) -> str:
 @lru_cache(maxsize=8)
 def embedder_tag(spec: str) -> dict[str, Any]:
     """Name and dimension of an embedder, read from its config (no model load: a remote run needs none)."""
-    name, path = resolve_embedder(spec)
-    config = json.loads((path / "config.json").read_text())
-    return {"name": name, "dim": int(config["hidden_size"])}
+    name, dim = embedder_info(spec)
+    return {"name": name, "dim": dim}
 
 
 _clients: dict[tuple[str, float], httpx.Client] = {}

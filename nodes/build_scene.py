@@ -41,7 +41,7 @@ def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     scene_id = "q-" + hashlib.sha256(state.parse.text.encode()).hexdigest()[:16]
     ctx = settings(runtime)
     scene = interpreted(compose_scene(scene_id, state.parse), ctx)
-    vector = memory(ctx).embedder.embed_one(state.parse.text)
+    vector = memory(ctx).embedder.embed_one(state.parse.text, role="query")  # it asks: the query role
     # Delta: how far this scene moves the field it arrives in (1.0 when the field is empty).
     delta = 1.0 - float(np.dot(vector, state.field)) if len(state.field) == len(vector) else 1.0
     scene = scene.model_copy(update={"vector": vector.tolist(), "delta": delta})

@@ -89,7 +89,7 @@ def plan_probes(state: ThinkingState, mem: Memory, ctx: Context, limit: int) -> 
         field = unit(state.field)
         vectors = np.array([unit(field + v) for v in mem.entity_vectors([p.target or "" for p in probes])])
     else:
-        vectors = mem.embedder.embed([p.text for p in probes])  # one batch for the whole step
+        vectors = mem.embedder.embed([p.text for p in probes], role="query")  # one batch for the whole step
     probes = [p.model_copy(update={"vector": v.tolist()}) for p, v in zip(probes, vectors)]
     if ctx.residual_probes and len(probes) < limit and parents:
         stored = mem.scenes([r.id for r in parents])
