@@ -3,12 +3,23 @@
 English and Russian (Latin and Cyrillic scripts). No model: capitalised spans,
 quoted titles and years are entities; content words are terms. Keys are
 normalised forms used to couple scenes that mention the same thing.
+
+Russian words are lemmatised (pymorphy3 with the OpenCorpora dictionaries bundled in
+`pymorphy3-dicts-ru`), so «Москва», «Москве», «Москвы» are one key; a capitalised
+word prefers its proper-noun reading («Толстого» -> толстой, not толстый). A
+name stays whole: each word of a span is lemmatised and the span is kept, and a
+capitalised adjective heads the lowercase noun phrase that agrees with it
+(«Московского государственного университета» -> московский государственный
+университет). Words without Cyrillic letters are untouched, so English keys are
+exactly what they were.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
+from functools import lru_cache
 
 from state.models import Component, Coupling, Parse, Scene
 
@@ -30,6 +41,13 @@ _STOP_RU = set(
     над больше тот через эти нас про всего них какая много разве три эту моя впрочем хорошо свою этой перед
     иногда лучше чуть том нельзя такой им более всегда конечно всю между это эта""".split()
 )
+# Russian words that start sentences or ask without naming anything (lemmas; inflected forms match through
+# `lemma`): question words, discourse words, pronoun-like adjectives.
+_STOP_RU |= set(
+    """какой каков который сколько почему откуда куда кто что где когда чей зачем как ли также однако кроме
+    согласно например поэтому затем вскоре позже ранее сначала многий несколько около более менее весь свой
+    такой этот тот самый каждый другой любой иной являться""".split()
+)
 # Lowercase words allowed inside a capitalised span ("University of Copenhagen", "Ludwig van Beethoven").
 _CONNECTORS = {"of", "the", "and", "de", "la", "le", "von", "van", "der", "den", "du", "for", "&", "y", "di", "da",
                "del", "della", "on", "in", "и"}
@@ -45,10 +63,72 @@ _BREAK = re.compile(r"[,;:()\"!?«»“”]|\.\s")
 _CLAUSE_SPLIT = re.compile(r"(?<=[.!?;])\s+(?=[\"“«(]?[A-ZА-ЯЁ0-9])|\n+")
 
 
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+# Readings that mark a proper name in OpenCorpora tags: first name, surname, patronymic, place, organisation, brand.
+_PROPER = {"Name", "Surn", "Patr", "Geox", "Orgn", "Trad"}
+_morph_lock = threading.Lock()
+_morph_analyzer = None
+
+
+def _morph():
+    """The pymorphy3 analyser (dictionaries load once per process, ~0.2 s)."""
+    global _morph_analyzer
+    with _morph_lock:
+        if _morph_analyzer is None:
+            import pymorphy3
+
+            _morph_analyzer = pymorphy3.MorphAnalyzer(lang="ru")
+        return _morph_analyzer
+
+
+def has_cyrillic(text: str) -> bool:
+    return bool(_CYRILLIC.search(text))
+
+
+@lru_cache(maxsize=200_000)
+def _parses(low: str) -> tuple:
+    return tuple(_morph().parse(low))
+
+
+@lru_cache(maxsize=200_000)
+def lemma(word: str, proper: bool = False) -> str:
+    """The lower-cased dictionary form of a Russian word; any other word just lower-cased.
+
+    `proper` (the word was capitalised where it stood) prefers a proper-noun reading when
+    the dictionary has one, so a surname does not become an adjective.
+    """
+    low = word.lower()
+    if not _CYRILLIC.search(low):
+        return low
+    parses = _parses(low)
+    if not parses:
+        return low
+    best = parses[0]
+    if not _morph().word_is_known(low):
+        # A word the dictionary lacks (mostly a foreign name) gets guessed paradigms; the shortest guessed
+        # noun form is the bare stem for the common masculine case («Карахана», «Карахан» -> карахан).
+        nouns = [p.normal_form for p in parses if p.tag.POS == "NOUN"] or [best.normal_form]
+        return min(nouns, key=len).replace("ё", "е")
+    if proper:  # a name: its proper reading, else a singular one («Ясной Поляне» -> поляна, not полянин)
+        best = next((p for p in parses if _PROPER & p.tag.grammemes),
+                    next((p for p in parses if p.tag.number == "sing"), best))
+    return best.normal_form.replace("ё", "е")
+
+
+def _is_known_common(word: str) -> bool:
+    """A Russian dictionary word with no proper-noun reading (a capitalised one only starts a sentence)."""
+    low = word.lower()
+    return (_morph().word_is_known(low) and not any(_PROPER & p.tag.grammemes for p in _parses(low)))
+
+
+def _cases(word: str, pos: str) -> set[str]:
+    return {p.tag.case for p in _parses(word.lower()) if p.tag.POS == pos and p.tag.case}
+
+
 def normalise(text: str) -> str:
-    """Unicode NFC, unified quotes, collapsed whitespace."""
+    """Unicode NFC, unified quotes, collapsed whitespace, no byte-order marks."""
     text = unicodedata.normalize("NFC", text)
-    text = text.replace("\u00a0", " ").replace("``", '"').replace("''", '"')
+    text = text.replace("\ufeff", "").replace("\u00a0", " ").replace("``", '"').replace("''", '"')
     text = re.sub(r"[ \t\r\f\v]+", " ", text)
     return re.sub(r"\n\s*\n+", "\n", text).strip()
 
@@ -68,6 +148,10 @@ def split_clauses(text: str) -> list[str]:
 
 def norm(text: str) -> str:
     """Canonical entity form: lower case, no possessive or punctuation, no leading article."""
+    if _CYRILLIC.search(text):
+        # Russian words become lemmas, each word of a name on its own (its case read before lowering).
+        text = re.sub(r"[^\w\s]", " ", text.replace("’", "'"))
+        text = " ".join(lemma(w, proper=w[:1].isupper()) for w in text.split())
     text = text.lower().replace("’", "'")
     text = re.sub(r"'s\b", "", text)
     text = re.sub(r"[^\w\s]", " ", text)
@@ -89,40 +173,100 @@ def words(text: str) -> list[str]:
 
 def is_stop(word: str) -> bool:
     low = word.lower()
-    return low in _STOP_EN or low in _STOP_RU or low in _GENERIC
+    if low in _STOP_EN or low in _STOP_RU or low in _GENERIC:
+        return True
+    return " " not in low and bool(_CYRILLIC.search(low)) and lemma(low) in _STOP_RU
 
 
 def _capitalised(word: str) -> bool:
     return word[:1].isupper()
 
 
+def _sentence_initial(text: str, start: int) -> bool:
+    before = text[:start].rstrip(" \t\"'«„“(—–-")
+    return not before or before[-1] in ".!?\n"
+
+
+def _adjective_head(word: str) -> set[str]:
+    """Cases in which a capitalised Russian word reads first as an adjective (empty otherwise)."""
+    if not _CYRILLIC.search(word):
+        return set()
+    parses = _parses(word.lower())
+    return _cases(word, "ADJF") if parses and parses[0].tag.POS == "ADJF" else set()
+
+
+def _noun_phrase_tail(text: str, tokens: list[re.Match], at: int, head: str, most: int = 4) -> int:
+    """How many lowercase words from `at` finish a Russian name headed by a capitalised adjective.
+
+    «Московский государственный университет», «Российской империи»: lowercase adjectives
+    that agree in case with the head, then one agreeing noun; 0 when no noun closes it.
+    """
+    cases = _adjective_head(head)
+    for j in range(at, min(at + most, len(tokens))):
+        word = tokens[j].group()
+        if not cases or not _CYRILLIC.search(word) or not word[:1].islower() or is_stop(word):
+            return 0
+        if j > at and _BREAK.search(text[tokens[j - 1].end() : tokens[j].start()]):
+            return 0
+        if cases & _cases(word, "NOUN"):
+            return j - at + 1
+        cases &= _cases(word, "ADJF")
+    return 0
+
+
 def capitalised_spans(text: str) -> list[str]:
-    """Maximal runs of capitalised words (any script), joined over connectors, broken at punctuation."""
+    """Maximal runs of capitalised words (any script), joined over connectors, broken at punctuation.
+
+    Russian: a capitalised adjective takes the lowercase noun phrase that agrees with it, and a
+    lone sentence-initial word that the dictionary knows only as a common word is not a name.
+    """
     spans: list[str] = []
     span: list[str] = []
+    span_start = 0
 
     def close() -> None:
         while span and span[-1].lower() in _CONNECTORS:
             span.pop()
+        # «Население Москвы» at a sentence start: the common noun is capitalised only by its place.
+        if (len(span) > 1 and _CYRILLIC.search(span[0]) and _sentence_initial(text, span_start)
+                and _is_known_common(span[0]) and not _adjective_head(span[0])):
+            span.pop(0)
+            if span[0].lower() in _CONNECTORS:
+                span.clear()
         # A lone sentence-initial stopword ("The", "Он") is not an entity.
-        if span and not (len(span) == 1 and is_stop(span[0])):
+        lone = len(span) == 1
+        if span and not (lone and is_stop(span[0])) and not (
+                lone and _CYRILLIC.search(span[0]) and _sentence_initial(text, span_start)
+                and _is_known_common(span[0])):
             spans.append(" ".join(span))
         span.clear()
 
+    tokens = list(_WORD.finditer(text))
     prev_end = 0
-    for m in _WORD.finditer(text):
+    i = 0
+    while i < len(tokens):
+        m = tokens[i]
         word = m.group()
         if span and _BREAK.search(text[prev_end : m.start()]):
             close()
         prev_end = m.end()
         if _capitalised(word) or (word[0].isdigit() and span):
             if not span and is_stop(word):
+                i += 1
                 continue
+            if not span:
+                span_start = m.start()
             span.append(word)
         elif span and word.lower() in _CONNECTORS:
             span.append(word)
         else:
+            tail = _noun_phrase_tail(text, tokens, i, span[-1]) if span else 0
+            if tail:
+                span.extend(t.group() for t in tokens[i : i + tail])
+                prev_end = tokens[i + tail - 1].end()
+                i += tail - 1
             close()
+        i += 1
     close()
     return spans
 
@@ -148,7 +292,7 @@ def terms_of(text: str) -> list[str]:
         if word.endswith("'s"):
             word = word[:-2]
         if len(word) >= 2 and not is_stop(word):
-            out.append(word)
+            out.append(lemma(word) if _CYRILLIC.search(word) else word)  # «Москве», «Москвы» -> москва
     return out
 
 
