@@ -16,17 +16,20 @@ cosine can be put on a z-scale exactly without holding every vector.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import scipy.sparse as sp
 
-from state.errors import StoreUnavailable
+from state.errors import SceneMindError, StoreBusy, StoreDamaged, StoreFull, StoreUnavailable
 from adapters.lexicon import capitalised_spans, is_stop, norm, title_aliases, words
 
 SCHEMA = """
@@ -52,25 +55,99 @@ class SceneRow:
 
 
 class CouplingIndex:
-    def __init__(self, path: Path | str):
+    """The index file. Opened read-only unless `writable` (an ingest or a repair); `make_writable` upgrades."""
+
+    def __init__(self, path: Path | str, writable: bool = True, data_dir: Path | str | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene'").fetchone()
+        self.data_dir = Path(data_dir) if data_dir is not None else self.path.parent
+        self._lock = threading.RLock()
+        self._graph = CouplingGraph()
+        self.writable = writable
+        self._db = self._open(writable)
+
+    # --- opening ---------------------------------------------------------------------------
+    def _open(self, writable: bool) -> sqlite3.Connection:
+        with self._sql():
+            if writable:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                self._check_version(db)
+                db.executescript(SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                return db
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                return self._empty()  # no index (or a 0-byte one) reads as an empty index; open's check names it
+            db = self._connect_read_only()
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene'").fetchone():
+                db.close()
+                return self._empty()
+            self._check_version(db)
+            return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """Read without writing a byte: mode=ro, or immutable when not even the WAL's -shm can be made."""
+        uri = "file:" + quote(str(self.path.resolve()))
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+        try:
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc) and "readonly" not in str(exc):
+                raise
+            db.close()
+        # A read-only folder: SQLite cannot create the WAL's -shm, so no one can be writing either.
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+
+    @staticmethod
+    def _empty() -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.executescript(SCHEMA)
+        return db
+
+    def _check_version(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene'").fetchone()
         if has_tables and version != SCHEMA_VERSION:
             raise StoreUnavailable(f"{self.path} was written by another scenemind version (couplings schema "
                                    f"{version}, this one reads {SCHEMA_VERSION}): ingest into a fresh data dir")
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self._lock = threading.RLock()
-        self._graph = CouplingGraph()
+
+    def make_writable(self) -> None:
+        """Reopen for writing (an ingest in a process that opened the index to read)."""
+        with self._lock:
+            if not self.writable:
+                self._db.close()
+                self._db = self._open(True)
+                self.writable = True
+                self._graph = CouplingGraph()
+
+    @contextmanager
+    def _sql(self) -> Iterator[None]:
+        """SQLite's errors as one domain error naming this file and the remedy."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+
+    def translate(self, exc: sqlite3.Error) -> SceneMindError:
+        text = str(exc)
+        repair = f"`scenemind --data-dir {self.data_dir} repair`"
+        if "full" in text:
+            return StoreFull(f"disk full at {self.path}: the batch in flight was rolled back and nothing was lost; "
+                             "free space and rerun")
+        if "readonly" in text or "read-only" in text:
+            return StoreUnavailable(f"{self.path} is read-only: an ingest or a repair must write it; make it "
+                                    "writable (asking only reads and works on a read-only index)")
+        if "locked" in text or "busy" in text:
+            return StoreBusy(f"{self.path} is locked by another process ({text}): wait for it and rerun")
+        return StoreDamaged(f"the couplings index {self.path} is damaged ({text}): run {repair} "
+                            "(it rebuilds the index from the scene store)")
 
     # --- writing -------------------------------------------------------------------------
     def add(self, rows: Iterable[SceneRow]) -> int:
         """Add scenes in one transaction (skipping ids already present); returns scenes added."""
-        with self._lock, self._db:
+        self.make_writable()
+        with self._lock, self._sql(), self._db:
             rows = list(rows)
             present = self.existing_ids([r.id for r in rows])
             fresh = [r for r in rows if r.id not in present]
@@ -81,6 +158,32 @@ class CouplingIndex:
                                  [(r.id, k, tf) for r in fresh for k, tf in r.keys.items()])
             self._add_moments(np.stack([r.vector for r in fresh]).astype(np.float64))
         return len(fresh)
+
+    def rebuild(self, batches: Iterable[list[SceneRow]]) -> int:
+        """Replace the whole index by one built from `batches`; the caller holds the writer lock.
+
+        Built beside the old file and moved over it last, so a repair killed half-way leaves the old
+        index in place.
+        """
+        side = self.path.with_name(self.path.name + ".rebuild")
+        for extra in (side, Path(f"{side}-wal"), Path(f"{side}-shm")):
+            extra.unlink(missing_ok=True)
+        fresh = CouplingIndex(side, writable=True, data_dir=self.data_dir)
+        added = sum(fresh.add(batch) for batch in batches)
+        with fresh._sql():
+            fresh._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            fresh._db.execute("PRAGMA journal_mode=DELETE")  # one self-contained file to move
+        fresh.close()
+        with self._lock:
+            self._db.close()
+            # The old WAL must not be replayed into the new file.
+            for extra in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                extra.unlink(missing_ok=True)
+            os.replace(side, self.path)
+            self._db = self._open(True)
+            self.writable = True
+            self._graph = CouplingGraph()
+        return added
 
     def _add_moments(self, vectors: np.ndarray) -> None:
         dim = vectors.shape[1]
@@ -102,22 +205,27 @@ class CouplingIndex:
         """Rows of `sql` (whose `{in}` marks an IN list) for the ids, 500 at a time (SQLite's bound on parameters)."""
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
-            with self._lock:
-                yield from self._db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+            with self._lock, self._sql():
+                rows = self._db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+            yield from rows
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         return {row[0] for row in self._select_in("SELECT id FROM scene WHERE id IN ({marks})", ids)}
 
+    def all_ids(self) -> list[str]:
+        with self._lock, self._sql():
+            return [row[0] for row in self._db.execute("SELECT id FROM scene ORDER BY n")]
+
     def count(self) -> tuple[int, int]:
         """(scenes, couplings)."""
-        with self._lock:
+        with self._lock, self._sql():
             scenes = self._db.execute("SELECT COUNT(*) FROM scene").fetchone()[0]
             links = self._db.execute("SELECT COUNT(*) FROM scene_key").fetchone()[0]
         return scenes, links
 
     def graph(self) -> CouplingGraph:
         """The in-memory coupling graph, topped up with scenes added since the last call."""
-        with self._lock:
+        with self._lock, self._sql():
             last = self._db.execute("SELECT COALESCE(MAX(n), 0) FROM scene").fetchone()[0]
             if last > self._graph.loaded_n:
                 new = self._db.execute("SELECT n, id, title FROM scene WHERE n > ? ORDER BY n",

@@ -2,7 +2,10 @@
 
 One `Memory` per (data dir, store url, embedder) per process. Ingest is
 idempotent and resumable: ids are content hashes, a scene missing from either
-the store or the couplings index is (re)written, nothing present is doubled.
+the store or the couplings index (or whose vector no longer reads back) is
+(re)written, nothing present is doubled. One writer per data dir at a time
+(`adapters.store_lock`); opening to think refuses a store whose scenes and
+couplings index disagree, naming `scenemind repair`.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import numpy as np
 from adapters.coupling_index import CouplingIndex, SceneRow
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
-from adapters.scene_store import SceneStore
+from adapters.scene_store import FINGERPRINT_TEXTS, SceneStore
 from adapters.sources import SceneRecord
-from state.errors import StoreUnavailable
+from adapters.store_lock import writer_lock
+from state.errors import StoreDamaged, StoreFull, StoreUnavailable
 from state.models import Recalled
 
 # Large enough that length-sorted embedding batches pad little (a writer thread overlapping the next
@@ -43,6 +47,8 @@ class IngestReport:
     already_present: int
     scenes: int
     couplings: int
+    rewritten: int = 0  # counted present, but their vector did not read back: written again
+    kept_stored: int = 0  # explicit ids already stored with another text: the stored text was kept
 
 
 def passage_text(title: str | None, text: str) -> str:
@@ -54,20 +60,45 @@ class Memory:
     def __init__(self, data_dir: str, embedder: Embedder, store_url: str = "", create: bool = False):
         self.data_dir = Path(data_dir)
         self.embedder = embedder
-        self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create)
-        self.couplings = CouplingIndex(self.data_dir / "couplings.sqlite")
+        self.store_url = store_url
+        self.lock = writer_lock(self.data_dir)
+        # The embedder's identity is where it puts a few fixed texts, not its folder's name.
+        fingerprint = embedder.embed(list(FINGERPRINT_TEXTS))
+        self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create,
+                                fingerprint=fingerprint, lock=self.lock)
+        self.couplings = CouplingIndex(self.data_dir / "couplings.sqlite", writable=create, data_dir=self.data_dir)
         self._write_lock = threading.Lock()
         self._entity_vectors: dict[str, np.ndarray] = {}
         self._scene_cache: dict[str, CachedScene] = {}
-        if store_url and not create:
+        if not create:
+            self.check_agreement()
+
+    def check_agreement(self) -> None:
+        """Refuse to think on a half store: the scene store and the couplings index must hold as many scenes.
+
+        Skipped while another process writes (an ingest in flight is half-done by nature).
+        """
+        scenes, indexed = self.store.count(), self.couplings.count()[0]
+        if scenes == indexed or self.lock.held_elsewhere():
+            return
+        index = self.data_dir / "couplings.sqlite"
+        if self.store_url and scenes and not indexed:
             # With a Chroma server the couplings index stays a SQLite file beside the data dir: a process
             # pointed at the wrong folder would otherwise think without couplings and say nothing.
-            scenes, indexed = self.store.count(), self.couplings.count()[0]
-            if scenes and not indexed:
-                raise StoreUnavailable(
-                    f"the Chroma server at {store_url} holds {scenes} scenes but {self.data_dir / 'couplings.sqlite'} "
-                    "indexes none: point --data-dir / SCENEMIND_DATA_DIR at the folder the ingest used "
-                    "(every process sharing this store must share that folder)")
+            raise StoreUnavailable(
+                f"the Chroma server at {self.store_url} holds {scenes} scenes but {index} "
+                "indexes none: point --data-dir / SCENEMIND_DATA_DIR at the folder the ingest used "
+                "(every process sharing this store must share that folder)")
+        where = f"--data-dir {self.data_dir}" + (f" --store-url {self.store_url}" if self.store_url else "")
+        if indexed > scenes:
+            cause = "scenes were lost from the store" if scenes else "the store holds none of them (was it deleted?)"
+        else:
+            cause = ("the couplings index is missing or empty" if not indexed
+                     else "an ingest was interrupted, or the index lost scenes")
+        raise StoreDamaged(
+            f"half a store: {self.store.where} holds {scenes} scenes but the couplings index {index} indexes "
+            f"{indexed} ({cause}); rerun the interrupted ingest, or run `scenemind {where} repair` "
+            f"(`scenemind {where} check` says what is missing)")
 
     # --- writing -------------------------------------------------------------------------
     def ingest(self, records: Sequence[SceneRecord], progress: Callable[[int], None] | None = None) -> IngestReport:
@@ -75,22 +106,35 @@ class Memory:
         for rec in records:
             unique.setdefault(rec.scene_id, rec)
         ids = list(unique)
-        with self._write_lock:
-            in_store = self.store.existing_ids(ids)
+        with self._write_lock, self.lock.hold("ingest"):
+            self.couplings.make_writable()
+            # What counts as present must read back: a scene whose vector is lost is written again.
+            stored, unreadable = self.store.readable(sorted(self.store.existing_ids(ids)))
             in_index = self.couplings.existing_ids(ids)
-            todo = [sid for sid in ids if sid not in in_store or sid not in in_index]
+            todo = [sid for sid in ids if sid not in stored or sid not in in_index]
+            kept = sum(1 for sid, item in stored.items() if unique[sid].id is not None
+                       and item["text"] != unique[sid].text)
             if progress:
                 progress(len(ids) - len(todo))
-            for start in range(0, len(todo), INGEST_BATCH):
-                batch = [unique[sid] for sid in todo[start : start + INGEST_BATCH]]
-                need = [r for r in batch if r.scene_id not in in_store]
-                self._write_batch(batch, need, self.embedder.embed([passage_text(r.title, r.text) for r in need]))
-                if progress:
-                    progress(len(batch))
+            written = 0
+            try:
+                for start in range(0, len(todo), INGEST_BATCH):
+                    batch = [unique[sid] for sid in todo[start : start + INGEST_BATCH]]
+                    need = [r for r in batch if r.scene_id not in stored]
+                    self._write_batch(batch, need, self.embedder.embed([passage_text(r.title, r.text) for r in need]),
+                                      stored)
+                    written += len(batch)
+                    if progress:
+                        progress(len(batch))
+            except (StoreUnavailable, StoreFull, StoreDamaged) as exc:
+                raise type(exc)(f"{exc} [{written} of {len(todo)} scenes to write were committed before "
+                                "this]") from exc
         scenes, links = self.couplings.count()
-        return IngestReport(len(records), len(todo), len(ids) - len(todo), self.store.count(), links)
+        return IngestReport(len(records), len(todo), len(ids) - len(todo), self.store.count(), links,
+                            rewritten=len(unreadable), kept_stored=kept)
 
-    def _write_batch(self, batch: list[SceneRecord], need: list[SceneRecord], vectors: np.ndarray) -> None:
+    def _write_batch(self, batch: list[SceneRecord], need: list[SceneRecord], vectors: np.ndarray,
+                     stored: dict[str, dict]) -> None:
         if need:
             self.store.upsert(
                 [r.scene_id for r in need], vectors, [r.text for r in need],
@@ -98,10 +142,9 @@ class Memory:
                   "title": r.title, "kind": "scene"} for r in need],
             )
         # Couplings only after the vectors are safely in the store: a kill in between is healed on rerun
-        # (the vectors of scenes stored by the killed run are read back for the index's moments).
+        # (the vectors of scenes stored by the killed run were read back when the ingest began).
         vector_of = {r.scene_id: v for r, v in zip(need, vectors)}
-        stored = [r.scene_id for r in batch if r.scene_id not in vector_of]
-        vector_of.update({sid: item["vector"] for sid, item in self.store.get(stored, vectors=True).items()})
+        vector_of.update({r.scene_id: stored[r.scene_id]["vector"] for r in batch if r.scene_id not in vector_of})
         self.couplings.add(SceneRow(r.scene_id, r.title, scene_keys(r.text, r.title), vector_of[r.scene_id])
                            for r in batch)
 

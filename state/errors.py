@@ -80,3 +80,7 @@ class StoreDamaged(SceneMindError):
 
 class StoreFull(SceneMindError):
     """The disk under the store filled up during a write; the write was rolled back."""
+
+
+class InputNotText(SceneMindError, ValueError):
+    """The input holds bytes that are not valid UTF-8 text (or lone surrogates)."""

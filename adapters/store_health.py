@@ -1,0 +1,266 @@
+"""`scenemind check` and `scenemind repair`: does the store agree with its couplings index, and mend it.
+
+check (reads only): every scene id in the Chroma store and in the couplings
+index, whether each stored vector reads back, whether vector search runs.
+
+repair (the one writer, under the data dir's lock): rebuilds what can be
+rebuilt from what survived, in this order of trust:
+  1. the scene store's text and metadata (Chroma's SQLite) are the source of truth;
+  2. a vector that does not read back is re-embedded from its text;
+  3. the couplings index is derived data: rebuilt from the store whenever it disagrees
+     or cannot be read;
+  4. scenes only the index knew (their text is gone) are listed for re-ingest.
+Damaged files are moved aside (`*.damaged-<time>`), never deleted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters.coupling_index import CouplingIndex, SceneRow
+from adapters.embedder import Embedder, load_embedder
+from adapters.lexicon import scene_keys
+from adapters.memory import passage_text
+from adapters.scene_store import FINGERPRINT_TEXTS, KINDS, SceneStore
+from adapters.store_lock import writer_lock
+from state.errors import EmbedderMismatch, SceneMindError, StoreDamaged, StoreUnavailable
+
+EMBED_BATCH = 256
+SHOWN = 5  # ids named in a report line
+
+
+@dataclass
+class Health:
+    """What `check` found; `ok` when store and index agree and every vector reads back."""
+
+    data_dir: str
+    store: str
+    scenes: int | None = None
+    indexed: int | None = None
+    only_in_store: list[str] = field(default_factory=list)
+    only_in_index: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.only_in_store or self.only_in_index or self.unreadable)
+
+    def lines(self) -> list[str]:
+        out = [f"store: {self.store}: {_n(self.scenes)} scenes",
+               f"couplings index: {Path(self.data_dir) / 'couplings.sqlite'}: {_n(self.indexed)} scenes"]
+        out += [f"problem: {p}" for p in self.problems]
+        for what, ids in (("scenes without a readable vector", self.unreadable),
+                          ("scenes in the store but not in the index", self.only_in_store),
+                          ("scenes in the index but not in the store", self.only_in_index)):
+            if ids:
+                out.append(f"problem: {len(ids)} {what} (e.g. {', '.join(ids[:SHOWN])})")
+        out.append("ok: the store and its couplings index agree" if self.ok else
+                   f"damaged: run `scenemind --data-dir {self.data_dir} repair`")
+        return out
+
+
+@dataclass
+class RepairReport:
+    scenes: int = 0
+    reembedded: int = 0
+    index_rebuilt: bool = False
+    moved_aside: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # "id (title)" of scenes only the index knew
+    dropped_kinds: list[str] = field(default_factory=list)
+
+    def lines(self, data_dir: str) -> list[str]:
+        out = [f"repaired {data_dir}: {self.scenes} scenes; {self.reembedded} vectors re-embedded from their text; "
+               f"couplings index {'rebuilt from the store' if self.index_rebuilt else 'kept (it agreed)'}"]
+        out += [f"moved aside (damaged): {p}" for p in self.moved_aside]
+        if self.dropped_kinds:
+            out.append(f"emptied (derived, unreadable): {', '.join(self.dropped_kinds)}")
+        if self.lost:
+            out.append(f"{len(self.lost)} scenes were lost from the store (only the index knew them), e.g. "
+                       f"{'; '.join(self.lost[:SHOWN])}: re-ingest the files they came from (`scenemind ingest "
+                       "FILE...`; nothing is doubled)")
+        return out
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _fingerprint(embedder: Embedder) -> np.ndarray:
+    return embedder.embed(list(FINGERPRINT_TEXTS))
+
+
+def check(data_dir: str, embedder_spec: str, store_url: str = "") -> Health:
+    """Read everything once and say what disagrees (writes nothing)."""
+    embedder = load_embedder(embedder_spec)
+    data = Path(data_dir)
+    health = Health(str(data), store_url or str(data / "chroma"))
+    if not store_url and not data.exists():
+        raise StoreUnavailable(f"no scene store at {data}: nothing to check")
+    store_ids: list[str] | None = None
+    try:
+        store = SceneStore(str(data), embedder.name, embedder.dim, store_url=store_url,
+                           fingerprint=_fingerprint(embedder))
+        store_ids = store.all_ids()
+        health.scenes = len(store_ids)
+        _, health.unreadable = store.readable(store_ids)
+        if store_ids:
+            store.nearest_ids(_fingerprint(embedder)[0], 1)
+    except EmbedderMismatch:
+        raise
+    except SceneMindError as exc:
+        health.problems.append(str(exc))
+    index_ids: list[str] | None = None
+    try:
+        index = CouplingIndex(data / "couplings.sqlite", writable=False, data_dir=data)
+        index_ids = index.all_ids()
+        health.indexed = len(index_ids)
+        index.close()
+    except SceneMindError as exc:
+        health.problems.append(str(exc))
+    if store_ids is not None and index_ids is not None:
+        in_store, in_index = set(store_ids), set(index_ids)
+        health.only_in_store = [i for i in store_ids if i not in in_index]
+        health.only_in_index = [i for i in index_ids if i not in in_store]
+    return health
+
+
+def _aside(path: Path) -> Path:
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(path), str(target))
+    return target
+
+
+def _reset_chroma_cache() -> None:
+    """Forget open embedded clients: after files were moved, a new client must read them afresh."""
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+
+
+def _vector_segment(chroma_dir: Path, collection_id: str) -> Path | None:
+    """The folder of a collection's HNSW files (Chroma's own catalogue, read only)."""
+    db = sqlite3.connect(f"file:{chroma_dir / 'chroma.sqlite3'}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT id FROM segments WHERE collection = ? AND scope = 'VECTOR'",
+                         (collection_id,)).fetchone()
+    finally:
+        db.close()
+    return chroma_dir / row[0] if row and (chroma_dir / row[0]).exists() else None
+
+
+def repair(data_dir: str, embedder_spec: str, store_url: str = "",
+           progress: Callable[[str], None] | None = None) -> RepairReport:
+    """Make the store and its couplings index whole and agreeing again, from what survived."""
+    say = progress or (lambda _: None)
+    embedder = load_embedder(embedder_spec)
+    fingerprint = _fingerprint(embedder)
+    data = Path(data_dir)
+    chroma_dir = data / "chroma"
+    report = RepairReport()
+    lock = writer_lock(data)
+    with lock.hold("repair"):
+        def open_store() -> SceneStore:
+            return SceneStore(str(data), embedder.name, embedder.dim, store_url=store_url, create=True,
+                              fingerprint=fingerprint, lock=lock)
+
+        try:
+            store = open_store()
+        except StoreDamaged:
+            if store_url:
+                raise
+            say(f"the Chroma store at {chroma_dir} cannot be opened: moving it aside")
+            report.moved_aside.append(str(_aside(chroma_dir)))
+            _reset_chroma_cache()
+            store = open_store()
+        store.finish_rebuild()
+        try:
+            ids = store.all_ids()
+        except StoreDamaged:
+            segment = None if store_url else _vector_segment(chroma_dir, str(store.collections["scenes"].id))
+            if segment is None:
+                raise
+            say(f"the vector index {segment} cannot be loaded: moving it aside, vectors are re-embedded")
+            report.moved_aside.append(str(_aside(segment)))
+            _reset_chroma_cache()
+            store = open_store()
+            ids = store.all_ids()
+        items, reembedded = _scene_items(store, ids, embedder, say)
+        report.scenes, report.reembedded = len(items), reembedded
+        if reembedded:
+            say(f"rebuilding the scenes collection ({len(items)} scenes)")
+            store.rebuild("scenes", items)
+        for kind in KINDS[1:]:  # formulas, crystals, fields are derived: unreadable ones are emptied
+            try:
+                unreadable = store.readable(store.all_ids(kind), kind=kind)[1]
+            except StoreDamaged:
+                unreadable = ["?"]
+            if unreadable:
+                store.rebuild(kind, {})
+                report.dropped_kinds.append(kind)
+        report.index_rebuilt, report.lost, moved = _repair_index(data, items, say)
+        report.moved_aside += moved
+    return report
+
+
+def _scene_items(store: SceneStore, ids: list[str], embedder: Embedder,
+                 say: Callable[[str], None]) -> tuple[dict[str, dict[str, Any]], int]:
+    """id -> text, meta, vector for every stored scene; vectors that do not read back are re-embedded."""
+    good, bad = store.readable(ids)
+    items = {sid: good[sid] for sid in ids if sid in good}
+    if bad:
+        say(f"{len(bad)} vectors do not read back: re-embedding them from their text")
+        docs = store.documents(bad)
+        lost_text = [sid for sid in bad if sid not in docs]
+        if lost_text:
+            raise StoreDamaged(f"{len(lost_text)} scenes of {store.where} lost both vector and text: re-ingest "
+                               "into a fresh data dir")
+        for start in range(0, len(bad), EMBED_BATCH):
+            chunk = bad[start : start + EMBED_BATCH]
+            vectors = embedder.embed([passage_text(docs[s]["meta"].get("title"), docs[s]["text"]) for s in chunk])
+            for sid, vector in zip(chunk, vectors):
+                items[sid] = {**docs[sid], "vector": vector}
+    return {sid: items[sid] for sid in ids}, len(bad)
+
+
+def _repair_index(data: Path, items: dict[str, dict[str, Any]],
+                  say: Callable[[str], None]) -> tuple[bool, list[str], list[str]]:
+    """(rebuilt, lost scenes, files moved aside): the index rebuilt from the store unless it agrees already."""
+    path = data / "couplings.sqlite"
+    moved: list[str] = []
+    known: dict[str, str | None] = {}
+    try:
+        index = CouplingIndex(path, writable=True, data_dir=data)
+        with index._sql():
+            known = dict(index._db.execute("SELECT id, title FROM scene").fetchall())
+        moments = index._read_moments()
+        if set(known) == set(items) and (moments is None) == (not items):
+            return False, [], moved
+    except SceneMindError:
+        say(f"the couplings index {path} cannot be read: moving it aside and rebuilding it from the store")
+        for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if extra.exists():
+                moved.append(str(_aside(extra)))
+        moved.insert(0, str(_aside(path)))
+        index = CouplingIndex(path, writable=True, data_dir=data)
+    lost = [f"{sid} ({title})" if title else sid for sid, title in known.items() if sid not in items]
+    ids = list(items)
+    say(f"rebuilding the couplings index from {len(ids)} stored scenes")
+
+    def batches():
+        for start in range(0, len(ids), 512):
+            yield [SceneRow(sid, items[sid]["meta"].get("title"),
+                            scene_keys(items[sid]["text"], items[sid]["meta"].get("title")), items[sid]["vector"])
+                   for sid in ids[start : start + 512]]
+
+    index.rebuild(batches())
+    index.close()
+    return True, lost, moved
