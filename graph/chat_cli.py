@@ -118,7 +118,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"[chat] the last turn of thread {args.thread!r} failed ({failed[0]}); ask again", file=sys.stderr)
     for question in questions(args):
         try:
-            turn = run_turn(graph, config, {"question": question}, ctx, args.json)
+            from graph.cli import checked_question
+
+            turn = run_turn(graph, config, {"question": checked_question(question)}, ctx, args.json)
         except SceneMindError as exc:  # one bad turn does not end the conversation
             print(f"scenemind: error: {exc}", file=sys.stderr, flush=True)
             status = 2

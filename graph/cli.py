@@ -209,8 +209,11 @@ def parser() -> argparse.ArgumentParser:
     from graph.chat_cli import register as register_chat
     from graph.serve_cli import register as register_serve
 
+    from graph.store_cli import register as register_store
+
     register_chat(sub)
     register_serve(sub)
+    register_store(sub)
 
     from graph.train_cli import register as register_train
 
@@ -218,15 +221,41 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def checked_question(text: str) -> str:
+    """The question, or one line when it holds bytes that are not UTF-8 (argv and stdin carry them as surrogates)."""
+    from state.errors import InputNotText
+
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"code point U+{code:04X}"
+        raise InputNotText(f"the question is not valid UTF-8 ({what} at character {exc.start + 1}): "
+                           "retype it or fix the terminal's encoding") from None
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    from graph.store_cli import plain_error
+
+    args = parser().parse_args(argv)
+    if args.command == "chat" and hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # a bad byte fails its turn, not the conversation
+    try:
+        if isinstance(getattr(args, "question", None), str):
+            args.question = checked_question(args.question)
         return args.func(args)
     except SceneMindError as exc:
         print(f"scenemind: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # what escaped the adapters: one line, unless it is a bug (or SCENEMIND_DEBUG)
+        line = plain_error(exc)
+        if line is None or os.environ.get("SCENEMIND_DEBUG"):
+            raise
+        print(f"scenemind: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
