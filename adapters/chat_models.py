@@ -227,7 +227,10 @@ class LocalChatModel(BaseChatModel):
         model, tokenizer, lock = self._loaded
         prompt, special = render_prompt(tokenizer, messages)
         batch = tokenizer(prompt, return_tensors="pt", add_special_tokens=special, return_token_type_ids=False)
-        limit = self.max_prompt_tokens
+        new_tokens = int(kwargs.get("max_tokens", self.max_new_tokens))
+        # The prompt and the reply share the model's context window: a prompt past it leaves no room to answer.
+        window = getattr(model.config, "max_position_embeddings", None) or self.max_prompt_tokens + new_tokens
+        limit = max(1, min(self.max_prompt_tokens, int(window) - new_tokens))
         if batch["input_ids"].shape[1] > limit:  # keep the end: the question and the cue to answer are last
             batch = {k: v[:, -limit:] for k, v in batch.items()}
         batch = {k: v.to(model.device) for k, v in batch.items()}
@@ -237,7 +240,7 @@ class LocalChatModel(BaseChatModel):
         eos = _eos_ids(model, tokenizer)
         # A reply never holds control tokens (pad, BOS, role markers) other than its end of turn.
         suppress = [i for i in tokenizer.all_special_ids if i not in eos]
-        options = dict(max_new_tokens=int(kwargs.get("max_tokens", self.max_new_tokens)), max_time=self.timeout_s,
+        options = dict(max_new_tokens=new_tokens, max_time=self.timeout_s,
                        streamer=streamer, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos),
                        suppress_tokens=suppress or None, do_sample=temperature > 0,
                        **({"temperature": temperature} if temperature > 0 else {}))

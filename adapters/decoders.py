@@ -1,8 +1,7 @@
-"""Output decoders: text from the field, each answer citing the scenes it rests on.
+"""Output decoders: a short answer from the field, with the chain of evidence it rests on.
 
-- `extractive` (default, no model): the sentences of the woken scenes that best
-  match the question, at most one per scene first so a multi-hop answer shows
-  each hop, each followed by the id of the scene it came from.
+- `extractive` (default, no model): the short answer and evidence chain that
+  `adapters.answer_reader` reads from the field (or "not in memory" and the closest scenes).
 - `hf:<folder>`: a local causal LM (+ peft adapter, + 4/8-bit) — `adapters.chat_models`.
 - `openai:<base_url>`: any OpenAI-compatible chat endpoint through langchain-openai.
 - `field:<folder>`: text straight from the field vector — `adapters.field_decoder`.
@@ -15,90 +14,45 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from adapters.answer_reader import AnswerReader, Reading
 from adapters.embedder import Embedder
-from adapters.lexicon import split_clauses
 from state.errors import DecoderConfigError, DecoderUnavailable, SceneMindError
-from state.models import Formula, Recalled
-
-MMR_REDUNDANCY = 0.5
-SENTENCE_CACHE = 20_000  # scenes whose embedded sentences the extractive decoder keeps
-SCENE_WEIGHT = 0.5
-CHAIN_BONUS = 0.2
-
+from state.models import Evidence, Formula, Recalled
 
 @dataclass
 class Decoded:
     answer: str
     citations: list[str]
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+def reading_decoded(reading: Reading) -> Decoded:
+    """The extractive reading as a decoder's output: its answer, its evidence, the scenes it cites."""
+    return Decoded(reading.answer, list(dict.fromkeys(e.scene_id for e in reading.evidence)), reading.evidence)
 
 
 class ExtractiveDecoder:
+    """The default: the short answer and evidence chain the reader found, no model."""
+
     name = "extractive"
 
-    def __init__(self, embedder: Embedder, sentences: int = 3):
-        self.embedder, self.sentences = embedder, sentences
-        self._sentences: dict[str, tuple[list[str], np.ndarray]] = {}  # scene id -> its sentences, embedded once
-
-    def _split(self, scenes: list[Recalled]) -> None:
-        missing = [s for s in scenes if s.id not in self._sentences]
-        if not missing:
-            return
-        if len(self._sentences) > SENTENCE_CACHE:
-            self._sentences.clear()
-        parts = {s.id: split_clauses(s.text) or [s.text] for s in missing}
-        vectors = self.embedder.embed([sent for sents in parts.values() for sent in sents])  # one batch
-        at = 0
-        for sid, sents in parts.items():
-            self._sentences[sid] = (sents, vectors[at : at + len(sents)])
-            at += len(sents)
-
-    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula]) -> Decoded:
-        if not scenes:
-            return Decoded("I found no scene in memory that resonates with this question.", [])
-        self._split(scenes)
-        candidates = [(s.id, sent) for s in scenes for sent in self._sentences[s.id][0]]
-        vectors = np.concatenate([self._sentences[s.id][1] for s in scenes])
-        rank = {s.id: n for n, s in enumerate(scenes)}
-        # Resonance scores live on an open scale: only their spread among these scenes matters here.
-        low, high = min(s.score for s in scenes), max(s.score for s in scenes)
-        strength = {s.id: (s.score - low) / (high - low) if high > low else 1.0 for s in scenes}
-        # The strongest formula is the linked path through the field: its scenes speak first.
-        chain = set(formulas[0].chain) if formulas else set()
-        fit = (vectors @ field
-               + SCENE_WEIGHT * np.array([strength[sid] for sid, _ in candidates])
-               + CHAIN_BONUS * np.array([sid in chain for sid, _ in candidates], dtype=np.float32))
-        chosen: list[int] = []
-
-        def pick(allowed: np.ndarray) -> None:
-            # Maximal marginal relevance: a sentence that repeats a chosen one adds little.
-            redundancy = (vectors @ vectors[chosen].T).max(axis=1) if chosen else np.zeros(len(candidates))
-            score = np.where(allowed, fit - MMR_REDUNDANCY * redundancy, -np.inf)
-            score[chosen] = -np.inf
-            if np.isfinite(score.max()):
-                chosen.append(int(np.argmax(score)))
-
-        # Each of the strongest scenes speaks once, so a multi-hop answer shows every hop ...
-        for scene in scenes[: self.sentences]:
-            pick(np.array([sid == scene.id for sid, _ in candidates]))
-        # ... then the best remaining sentences, from any scene, fill the answer.
-        while len(chosen) < min(self.sentences, len(candidates)):
-            pick(np.ones(len(candidates), dtype=bool))
-        chosen.sort(key=lambda i: (rank[candidates[i][0]], i))
-        answer = " ".join(f"{candidates[i][1]} [{candidates[i][0]}]" for i in chosen)
-        citations = list(dict.fromkeys(candidates[i][0] for i in chosen))
-        return Decoded(answer, citations)
+    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula],
+               reading: Reading | None = None) -> Decoded:
+        return reading_decoded(reading or AnswerReader().read(question, scenes))
 
 
-ANSWER_SYSTEM = ("You answer questions from the scenes you are given and nothing else. After each fact, cite "
-                 "the id of the scene it comes from in square brackets, e.g. [3f2a9c]. If the scenes do not hold "
-                 "the answer, say so.")
+ANSWER_SYSTEM = ("You answer questions from the scenes you are given and nothing else. Reply in this shape:\n"
+                 "Answer: <the short answer: a name, a date, a number, a place, yes or no>\n"
+                 "Evidence:\n1. [scene id] <the sentence of that scene that supports it>\n"
+                 "2. [scene id] <the next hop, if the answer needs one>\n"
+                 "If the scenes do not hold the answer, reply \"Answer: not in memory\".")
 SCENE_CHARS = 700  # a scene's text in the prompt is cut here so a few scenes fit a small model's window
 
 
@@ -113,8 +67,41 @@ def answer_messages(question: str, scenes: list[Recalled], formulas: list[Formul
     for s in scenes:
         title = f"{s.title}: " if s.title else ""
         lines.append(f"[{s.id}] {title}{s.text[:SCENE_CHARS]}")
-    lines += ["", "Answer the question in one to three sentences and cite the scene ids you use in square brackets."]
+    lines += ["", "Reply with the short answer line, then the numbered evidence, each citing its scene id in "
+                  "square brackets."]
     return [SystemMessage(ANSWER_SYSTEM), HumanMessage("\n".join(lines))]
+
+
+_ANSWER_LINE = re.compile(r"^\s*(?:\*\*)?(?:answer|ответ)(?:\*\*)?\s*[:：]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+
+
+def parse_reply(text: str, scenes: list[Recalled], fallback: Reading | None) -> Decoded:
+    """A model's reply in the answer shape: the short answer line, then evidence lines citing scene ids.
+
+    A reply without an "Answer:" line is the answer as a whole; when it cites no scene
+    it was shown, the extractive reading's evidence stands in, so every answer shows its support.
+    """
+    text = text.strip()
+    m = _ANSWER_LINE.search(text)
+    # A reply that ignores the shape is kept whole: its words are still the model's answer.
+    answer = (_BRACKETS.sub("", m.group(1)).strip(" .") if m else text) or "(the decoder produced no text)"
+    by_id = {s.id: s for s in scenes}
+    evidence: list[Evidence] = []
+    for line in text.splitlines():
+        for sid in cited_ids(line, list(by_id)):
+            if any(e.scene_id == sid for e in evidence):
+                continue
+            said = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s*", "", _BRACKETS.sub("", line)).strip()
+            if said.lower().startswith(("answer", "ответ")):
+                said = by_id[sid].text[:SCENE_CHARS]
+            evidence.append(Evidence(scene_id=sid, title=by_id[sid].title, text=said or by_id[sid].text[:SCENE_CHARS],
+                                     hop=len(evidence) + 1, role="answer"))
+    if evidence:
+        evidence[:-1] = [e.model_copy(update={"role": "bridge"}) for e in evidence[:-1]]
+    elif fallback is not None:
+        evidence = list(fallback.evidence)
+    citations = [e.scene_id for e in evidence] or [s.id for s in scenes]
+    return Decoded(answer, list(dict.fromkeys(citations)), evidence)
 
 
 _BRACKETS = re.compile(r"\[([^\[\]]{1,400})\]")
@@ -135,8 +122,8 @@ def cited_ids(text: str, known: list[str]) -> list[str]:
 class Decoder(Protocol):
     name: str
 
-    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled],
-               formulas: list[Formula]) -> Decoded: ...
+    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula],
+               reading: Reading | None = None) -> Decoded: ...
 
 
 class ChatDecoder:
@@ -145,14 +132,12 @@ class ChatDecoder:
     def __init__(self, chat: Any, name: str):
         self.chat, self.name = chat, name
 
-    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula]) -> Decoded:
+    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula],
+               reading: Reading | None = None) -> Decoded:
         if not scenes:
-            return Decoded("I found no scene in memory that resonates with this question.", [])
+            return reading_decoded(reading or AnswerReader().read(question, scenes))
         message = invoke_chat(self.chat, answer_messages(question, scenes, formulas), self.name)
-        text = message.strip()
-        known = [s.id for s in scenes]
-        # Fall back to the scenes the prompt carried when the model cites none we know.
-        return Decoded(text or "(the decoder produced no text)", cited_ids(text, known) or known)
+        return parse_reply(message, scenes, reading)
 
 
 def invoke_chat(chat: Any, messages: list[BaseMessage], name: str) -> str:
@@ -228,17 +213,15 @@ def _model_decoder(spec: str, model: str, adapter: str, quantize: str, max_new_t
                              "openai:http://host:port/v1 or field:/path/to/field-decoder")
 
 
-@lru_cache(maxsize=8)
-def _extractive(embedder: Embedder, sentences: int) -> ExtractiveDecoder:
-    return ExtractiveDecoder(embedder, sentences)  # one per process, so its sentence cache lives on
+_EXTRACTIVE = ExtractiveDecoder()
 
 
-def load_decoder(spec: str, embedder: Embedder, sentences: int, *, model: str = "", adapter: str = "",
+def load_decoder(spec: str, embedder: Embedder, *, model: str = "", adapter: str = "",
                  quantize: str = "", max_new_tokens: int = 256, timeout_s: float = 60.0) -> Decoder:
     """The decoder for `spec`; model decoders are built once per process per setting."""
     spec = (spec or "extractive").strip()
     if spec == "extractive":
-        return _extractive(embedder, sentences)
+        return _EXTRACTIVE
     if ":" not in spec or not spec.partition(":")[2]:
         raise DecoderConfigError(f"decoder {spec!r} is not available: use extractive, hf:/path/to/model, "
                                  "openai:http://host:port/v1 or field:/path/to/field-decoder")

@@ -569,12 +569,15 @@ class FieldTextDecoder:
                                    f"({embedder.dim}-d): train it again with this embedder")
         self.embedder, self.candidates, self.max_new_tokens = embedder, candidates, max_new_tokens
 
-    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula]) -> Decoded:
+    def decode(self, question: str, field: np.ndarray, scenes: list[Recalled], formulas: list[Formula],
+               reading: Any = None) -> Decoded:
+        evidence = list(reading.evidence) if reading is not None else []
         if not len(field):
-            return Decoded("The field is empty: nothing to say.", [])
+            return Decoded("The field is empty: nothing to say.", [], evidence)
         k = self.model.meta.get("prototypes", 0)
         # The field's strongest scenes are the memory it edits (their first sentences, as in training).
         protos = [[first_sentence(s.text) for s in scenes[:k]]] if k else None
         text = self.model.speak(np.asarray([field], dtype=np.float32), self.embedder, self.candidates,
                                 self.max_new_tokens, prototypes=protos)[0]
-        return Decoded(text, [s.id for s in scenes])
+        # The text is spoken from the vector, not read from a sentence: the reader's chain is its evidence.
+        return Decoded(text, [s.id for s in scenes], evidence)

@@ -72,13 +72,15 @@ def report(thread: str, turn: dict[str, Any], resumed: bool, as_json: bool, top_
         print(json.dumps({
             "thread": thread, "resumed": resumed, "question": state.get("question", ""),
             "answer": state.get("answer", ""), "citations": state.get("citations", []),
+            "evidence": [e.model_dump() for e in state.get("evidence", [])],
             "retrievals": state.get("retrievals", 0), "probes": [p.id for p in state.get("probes", [])],
             "active": [r.id for r in active], "delta": (state["scene"].delta if state.get("scene") else None),
             "steps": turn["steps"],
         }, ensure_ascii=False), file=out, flush=True)
         return
-    print(f"\nanswer:\n  {state.get('answer', '')}\ncited: {' '.join(state.get('citations', []))}\n", file=out,
-          flush=True)
+    from graph.cli import format_answer
+
+    print("\n" + format_answer(state.get("answer", ""), state.get("evidence", [])) + "\n", file=out, flush=True)
 
 
 def questions(args: argparse.Namespace):
@@ -102,7 +104,8 @@ def questions(args: argparse.Namespace):
 def cmd_chat(args: argparse.Namespace) -> int:
     from graph.cli import _context
 
-    ctx = _context(args, decoder=args.decoder, top_k=args.top_k, max_depth=args.max_depth)
+    # A conversation is where fields recur: chat writes formulas, fields and crystals back to memory.
+    ctx = _context(args, decoder=args.decoder, top_k=args.top_k, max_depth=args.max_depth, write_back=True)
     path = Path(args.checkpoints or Path(ctx.data_dir) / "threads.sqlite")
     graph = thread_graph(path)
     config = {"configurable": {"thread_id": args.thread}}

@@ -131,6 +131,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(json.dumps({
             "question": args.question,
             "answer": state.get("answer", ""),
+            "evidence": [e.model_dump() for e in state.get("evidence", [])],
             "citations": [{"id": c, "title": cited[c].title if c in cited else None} for c in state.get("citations", [])],
             "scenes": [{"id": r.id, "title": r.title, "score": r.score, "via": r.via, "depth": r.depth}
                        for r in active[: ctx.top_k]],
@@ -140,12 +141,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "timings_s": {k: round(v, 4) for k, v in run["timings"].items()},
         }, ensure_ascii=False))
         return 0
-    print("\nanswer:\n  " + state.get("answer", ""))
-    print("cited scenes:")
-    for sid in state.get("citations", []):
-        title = cited[sid].title if sid in cited else ""
-        print(f"  {sid}  {title}")
+    print("\n" + format_answer(state.get("answer", ""), state.get("evidence", [])))
     return 0
+
+
+def format_answer(answer: str, evidence: list) -> str:
+    """`answer: Mexico City` and the numbered chain of evidence, one sentence per hop, with titles."""
+    lines = [f"answer: {answer}", "evidence:" if evidence else "evidence: none"]
+    for n, e in enumerate(evidence, 1):
+        role = "" if e.role in ("answer", "bridge") else f" ({e.role})"
+        lines.append(f"  {n}. [{e.title or e.scene_id}]{role} {e.text}")
+        lines.append(f"     scene {e.scene_id}")
+    return "\n".join(lines)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

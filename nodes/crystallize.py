@@ -1,5 +1,7 @@
 """Archetype guide: log the final field; when a field recurs, create or strengthen a crystal.
 
+Only runs with `write_back` (on for `chat`) change memory; other runs are read-only.
+
 The final field is the question vector plus the score-weighted vectors of the
 scenes it settled on. A field within `crystal_threshold` cosine of an existing
 crystal strengthens it; one that close to an earlier logged field (but no
@@ -52,6 +54,8 @@ def crystallize(state: ThinkingState, runtime: Runtime[Context]) -> dict:
             crystals.append(Crystal(id="c-" + echo[0].id[2:], label=state.question[:200],
                                     vector=unit(past["vector"] + field).tolist(), strength=2.0, count=2,
                                     scene_ids=ids))
+    if not ctx.write_back:  # read-only run: report the recurrence it found, store nothing
+        return {"field": field.tolist(), "crystals": crystals}
     field_id = "f-" + hashlib.sha256((state.question + "|".join(scene_ids)).encode()).hexdigest()[:16]
     mem.store.upsert([field_id], field[None, :], [state.question[:2000]],
                      [{"kind": "field", "scene_ids": scene_ids}], kind="fields")

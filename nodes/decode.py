@@ -1,25 +1,32 @@
-"""Output Synthesizer: decode the field into text that cites the scenes it rests on."""
+"""Output Synthesizer: decode the field into a short answer and the chain of evidence behind it."""
 
 from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
+from adapters.answer_reader import AnswerReader
 from adapters.decoders import load_decoder
 from nodes.resonate import top_recalled
 from nodes.resources import memory, settings, unit
 from state.context import Context
 from state.thinking import ThinkingState
 
+READER = AnswerReader()  # holds no state between questions
+
 
 def decode(state: ThinkingState, runtime: Runtime[Context]) -> dict:
-    """Compose the answer from the strongest scenes (and formulas) of the field.
+    """Read the short answer and its evidence from the strongest scenes; a model decoder may speak instead.
 
-    A model decoder is a LangChain chat model called inside this node, so
-    `stream_mode="messages"` yields its tokens as they are generated.
+    The extractive reading always runs (it is cheap): it is the default answer, and a model
+    decoder's fallback evidence when the model cites no scene. A model decoder is a LangChain
+    chat model called inside this node, so `stream_mode="messages"` yields its tokens.
     """
     ctx = settings(runtime)
-    decoder = load_decoder(ctx.decoder, memory(ctx).embedder, ctx.answer_sentences, model=ctx.decoder_model,
-                           adapter=ctx.decoder_adapter, quantize=ctx.decoder_quantize,
-                           max_new_tokens=ctx.max_new_tokens, timeout_s=ctx.decoder_timeout_s)
-    out = decoder.decode(state.question, unit(state.field), top_recalled(state.active, ctx.top_k), state.formulas)
-    return {"answer": out.answer, "citations": out.citations}
+    mem = memory(ctx)
+    scenes = top_recalled(state.active, ctx.top_k)
+    reading = READER.read(state.question, scenes, mem.couplings.graph())
+    decoder = load_decoder(ctx.decoder, mem.embedder, model=ctx.decoder_model, adapter=ctx.decoder_adapter,
+                           quantize=ctx.decoder_quantize, max_new_tokens=ctx.max_new_tokens,
+                           timeout_s=ctx.decoder_timeout_s)
+    out = decoder.decode(state.question, unit(state.field), scenes, state.formulas, reading)
+    return {"answer": out.answer, "evidence": out.evidence, "citations": out.citations}

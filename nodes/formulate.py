@@ -1,4 +1,4 @@
-"""Formulator: compress linked active scenes into formulas and write them back to memory.
+"""Formulator: compress linked active scenes into formulas (written back to memory when `write_back`).
 
 Scenes of the final field that share a rare entity are linked; each connected
 chain becomes a formula: the chain of couplings, an extractive summary (the
@@ -89,7 +89,7 @@ def formulate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
             id="f-" + hashlib.sha256("|".join(sorted(chain)).encode()).hexdigest()[:16],
             chain=chain, links=in_chain, summary=summarise(chain, in_chain, texts), vector=vec.tolist(),
         ))
-    if formulas:
+    if formulas and ctx.write_back:  # asking is read-only unless the run writes back (chat does)
         mem.store.upsert([f.id for f in formulas], np.array([f.vector for f in formulas]),
                          [f.summary for f in formulas],
                          [{"kind": "formula", "chain": f.chain} for f in formulas], kind="formulas")

@@ -13,7 +13,7 @@ from state.errors import (
     SceneMindError,
     StoreUnavailable,
 )
-from state.models import Component, Coupling, Crystal, Formula, Parse, Probe, Recalled, Scene, Vector
+from state.models import Component, Coupling, Crystal, Evidence, Formula, Parse, Probe, Recalled, Scene, Vector
 from state.thinking import ThinkingState
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Crystal",
     "EmbedderMismatch",
     "EmptyInput",
+    "Evidence",
     "Formula",
     "InputTooLarge",
     "ModelNotFound",

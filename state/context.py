@@ -75,7 +75,11 @@ class Context:
         default=0.9, metadata={"description": "Cosine above which a field counts as a recurrence of a crystal."}
     )
     crystal_weight: float = field(default=0.5, metadata={"description": "How much crystals bias resonance."})
-    answer_sentences: int = field(default=3, metadata={"description": "Sentences in an extractive answer."})
+    write_back: bool = field(
+        default=False,
+        metadata={"description": "Write this run's formulas, field and crystals back to memory (on for `chat`). "
+                                 "Off: asking is read-only and evaluation stores stay clean."},
+    )
     max_input_chars: int = field(default=20_000, metadata={"description": "Longest question accepted."})
     decoder: str = field(
         default="extractive",

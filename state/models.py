@@ -70,6 +70,18 @@ class Recalled(BaseModel):
     kind: Literal["scene", "formula", "crystal"] = "scene"
 
 
+class Evidence(BaseModel):
+    """One link of an answer's chain of evidence: a sentence of a scene, in hop order."""
+
+    scene_id: str
+    title: str | None = None
+    text: str = Field(description="the sentence as the scene holds it")
+    hop: int = Field(default=1, description="1 for the scene the question names, 2 for the one it bridges to ...")
+    role: Literal["answer", "bridge", "option", "closest"] = Field(
+        default="answer", description="answer: holds the answer; bridge: leads to the next hop; option: an item "
+                                      "a comparison weighs; closest: shown when the answer is not in memory")
+
+
 class Probe(BaseModel):
     """A fractal sub-query spawned where the field is still unresolved."""
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from state.models import Crystal, Formula, Parse, Probe, Recalled, Scene, Vector
+from state.models import Crystal, Evidence, Formula, Parse, Probe, Recalled, Scene, Vector
 
 
 def keep_strongest(left: dict[str, Recalled], right: dict[str, Recalled]) -> dict[str, Recalled]:
@@ -53,4 +53,5 @@ class ThinkingState(BaseModel):
     formulas: list[Formula] = Field(default_factory=list)
     crystals: list[Crystal] = Field(default_factory=list)
     answer: str = ""
+    evidence: list[Evidence] = Field(default_factory=list, description="the chain of sentences behind the answer")
     citations: list[str] = Field(default_factory=list)

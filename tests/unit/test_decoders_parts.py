@@ -18,7 +18,7 @@ SCENES = [Recalled(id="a1b2", text="Gaby: A True Story is a 1987 film directed b
 def test_prompt_carries_question_formulas_and_scene_ids():
     formula = Formula(id="f1", chain=["a1b2", "c3d4"], summary="Gaby → Mandoki")
     system, human = answer_messages("Where was the director born?", SCENES, [formula])
-    assert "cite" in system.content
+    assert "Answer:" in system.content and "Evidence:" in system.content
     assert "Question: Where was the director born?" in human.content
     assert "[a1b2] Gaby: Gaby: A True Story" in human.content and "[c3d4] Luis Mandoki:" in human.content
     assert "a1b2 -> c3d4: Gaby → Mandoki" in human.content
@@ -41,7 +41,7 @@ def test_unknown_decoder_specs_raise_config_error(spec, tmp_path):
         name, path = "all-MiniLM-L6-v2", tmp_path
 
     with pytest.raises(DecoderConfigError):
-        load_decoder(spec, NoEmbedder(), 3)
+        load_decoder(spec, NoEmbedder())
 
 
 def test_openai_spec_needs_an_http_url(tmp_path):
@@ -49,7 +49,7 @@ def test_openai_spec_needs_an_http_url(tmp_path):
         name, path = "all-MiniLM-L6-v2", tmp_path
 
     with pytest.raises(DecoderConfigError, match="http"):
-        load_decoder("openai:127.0.0.1:8000", NoEmbedder(), 3, model="m")
+        load_decoder("openai:127.0.0.1:8000", NoEmbedder(), model="m")
 
 
 @pytest.mark.parametrize("make,error", [

@@ -1,0 +1,483 @@
+"""The default Output Synthesizer: a short answer and the chain of evidence that leads to it.
+
+No language model. It reads what the graph already has:
+1. the question's form (`question_form`): the answer type, its relation words and, for a
+   comparison, the compared items and which end wins;
+2. the field's strongest scenes and the coupling graph: a scene is *reached* when it holds a
+   question entity (hop 1) or when a reached scene names it, or shares a rare entity with it
+   (the next hop). Scenes the chain does not reach never support the answer;
+3. candidate spans (`answer_spans`) in the reached scenes' sentences that the question does
+   not already hold, scored by type fit, by how many relation words their sentence carries
+   and how close the span sits to them, and by the scene's resonance.
+Comparisons extract the compared attribute for each item and compare it; yes/no questions
+check the attribute (or the asked-about words) for each item. When nothing in the field
+fits, it abstains and shows the closest scenes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+from adapters.answer_spans import Span, spans_of
+from adapters.lexicon import capitalised_spans, norm, split_clauses, title_aliases
+from adapters.question_form import RELATION_SYNONYMS, QuestionForm, form_of
+from state.models import Evidence, Recalled
+
+ABSTAIN_EN = "Not in memory: no scene I hold answers this."
+ABSTAIN_RU = "В памяти нет ответа: ни одна сцена его не содержит."
+YES = {"en": "yes", "ru": "да"}
+NO = {"en": "no", "ru": "нет"}
+MAX_HOPS = 3
+CLOSEST = 3  # scenes shown when abstaining
+_PLACE_CUES = {"in", "at", "from", "near", "to", "into", "в", "во", "из", "под", "near"}
+_PERSON_CUES = {"by", "with", "son", "daughter", "wife", "husband", "father", "mother", "married", "and"}
+
+
+@dataclass
+class Reading:
+    answer: str
+    evidence: list[Evidence] = field(default_factory=list)
+    abstained: bool = False
+
+
+@dataclass
+class _Sentence:
+    scene: Recalled
+    index: int
+    text: str
+    words: list[str]  # lower-cased
+
+
+def _stem(word: str) -> str:
+    w = word.lower()
+    return w[:5] if len(w) > 5 else w
+
+
+def _stems(words: list[str]) -> set[str]:
+    return {_stem(w) for w in words}
+
+
+def _expand(relation: list[str]) -> dict[str, set[str]]:
+    """Each relation word -> the stems that count as its mention (the word and its synonyms)."""
+    return {w: {_stem(w)} | {_stem(s) for s in RELATION_SYNONYMS.get(w, ())} for w in relation}
+
+
+def _lower_words(text: str) -> list[str]:
+    return re.findall(r"\w+(?:[-'’]\w+)*", text.lower())
+
+
+class AnswerReader:
+    """Reads the field for a short answer; one per process (it keeps nothing between questions)."""
+
+    name = "extractive"
+
+    def read(self, question: str, scenes: list[Recalled], graph=None) -> Reading:
+        form = form_of(question)
+        if not scenes:
+            return Reading(self._abstain_text(form), [], abstained=True)
+        q_entities = self._question_entities(question, form)
+        if graph is not None:  # memory knows multi-word names the capitalisation splits ("Gaby: A True Story")
+            q_entities = list(dict.fromkeys(q_entities + [e for e in graph.query_entities(question)
+                                                          if graph.df(e) or e in graph.title_index]))
+        if q_entities and graph is not None and not self._known(q_entities, scenes, graph):
+            return self._abstain(form, scenes)
+        sentences = {s.id: [_Sentence(s, n, text, _lower_words(text)) for n, text in
+                            enumerate(split_clauses(s.text) or [s.text])] for s in scenes}
+        hops, parent = self._chain(scenes, q_entities, graph)
+        if form.kind == "choice" and form.options:
+            reading = self._choose(form, scenes, sentences, hops, parent, graph)
+        elif form.kind == "yesno":
+            reading = self._yes_no(form, question, scenes, sentences, hops, graph)
+        else:
+            reading = self._extract(form, question, q_entities, scenes, sentences, hops, parent)
+        return reading or self._abstain(form, scenes)
+
+    # --- which scenes the chain reaches --------------------------------------------------
+    @staticmethod
+    def _question_entities(question: str, form: QuestionForm) -> list[str]:
+        spans = [norm(s) for s in capitalised_spans(question)]
+        spans += [norm(m) for m in re.findall(r"[\"“«]([^\"”»“]{2,80})[\"”»]", question)]
+        spans += [norm(o) for o in form.options]
+        first = norm(question.split()[0]) if question.split() else ""
+        return [s for s in dict.fromkeys(spans) if s and s != first]
+
+    @staticmethod
+    def _known(entities: list[str], scenes: list[Recalled], graph) -> bool:
+        """Does memory hold any question entity (as an entity, a title, or in the woken scenes' text)?"""
+        texts = [norm(f"{s.title or ''} {s.text}") for s in scenes]
+        for e in entities:
+            if graph.df(e) or e in graph.title_index:
+                return True
+            if any(re.search(r"\b" + re.escape(e) + r"\b", t) for t in texts):
+                return True
+        return False
+
+    @staticmethod
+    def _mentions(scene: Recalled, names: list[str]) -> bool:
+        text = norm(f"{scene.title or ''} {scene.text}")
+        return any(re.search(r"\b" + re.escape(n) + r"\b", text) for n in names if n)
+
+    def _chain(self, scenes: list[Recalled], q_entities: list[str], graph) -> tuple[dict[str, int], dict[str, tuple]]:
+        """Hop number of every reached scene, and for hop > 1 its parent and the bridge entity."""
+        hops: dict[str, int] = {}
+        parent: dict[str, tuple[str, str]] = {}
+        titled = [s for s in scenes if s.title and any(a in q_entities for a in title_aliases(s.title))]
+        mentioning = [s for s in scenes if s not in titled and self._mentions(s, q_entities)]
+        if not titled and not mentioning:  # no named entity to hold on to: every woken scene is a first hop
+            return {s.id: 1 for s in scenes}, {}
+        names = {s.id: (title_aliases(s.title) if s.title else []) for s in scenes}
+        entities = self._scene_entities(scenes, graph)
+        # Scenes titled by a question entity are the first hop; a scene that only mentions one is a first
+        # hop too unless a titled scene leads to it (then it is the next hop of that chain).
+        for starts in (titled, mentioning):
+            queue = deque(s.id for s in starts if s.id not in hops)
+            hops.update({sid: 1 for sid in queue})
+            while queue:
+                sid = queue.popleft()
+                if hops[sid] >= MAX_HOPS:
+                    continue
+                here = next(s for s in scenes if s.id == sid)
+                for other in scenes:
+                    if other.id in hops:
+                        continue
+                    bridge = next((a for a in names[other.id] if a and self._mentions(here, [a])), None)
+                    if bridge is None and hops[sid] == 1:  # a shared rare entity bridges one hop only
+                        shared = (entities.get(sid, set()) & entities.get(other.id, set())) - set(q_entities)
+                        bridge = min(shared, key=lambda e: (graph.df(e), e)) if shared else None
+                    if bridge:
+                        hops[other.id] = hops[sid] + 1
+                        parent[other.id] = (sid, bridge)
+                        queue.append(other.id)
+        return hops, parent
+
+    @staticmethod
+    def _scene_entities(scenes: list[Recalled], graph) -> dict[str, set[str]]:
+        """Rare entities of each scene (held by 2..50 scenes), from the coupling graph."""
+        if graph is None:
+            return {}
+        out = {}
+        for s in scenes:
+            pos = graph.position.get(s.id)
+            if pos is not None:
+                out[s.id] = {e for e in graph.entities_of(pos) if 1 < graph.df(e) <= 50 and not e.isdigit()}
+        return out
+
+    # --- open questions: who / where / when / how many / what ----------------------------
+    def _extract(self, form: QuestionForm, question: str, q_entities: list[str], scenes: list[Recalled],
+                 sentences: dict[str, list[_Sentence]], hops: dict[str, int], parent: dict) -> Reading | None:
+        relation = _expand([w for w in form.relation if not any(w in e.split() for e in q_entities)])
+        focus = set(form.focus)
+        q_norm = norm(question)
+        q_stems = _stems(_lower_words(question))
+        nationality = bool({"nationality", "национальность", "гражданство"} & set(form.relation))
+        lifetime = _lifetime(form)
+        anchorless = not any(h > 1 for h in hops.values()) and not any(
+            self._mentions(s, q_entities) or (s.title and set(title_aliases(s.title)) & set(q_entities))
+            for s in scenes)
+        strength = _strengths(scenes)
+        subject = {s.id: set(_lower_words(re.sub(r"\(.*?\)", " ", s.title or ""))) for s in scenes}
+        best: tuple[float, Span, _Sentence] | None = None
+        for s in scenes:
+            if s.id not in hops:
+                continue
+            for sent in sentences[s.id]:
+                stems = [_stem(w) for w in sent.words]
+                hits = [n for n, st in enumerate(stems) if any(st in alts for alts in relation.values())]
+                focus_hits = [n for n, st in enumerate(stems)
+                              if any(st in alts for w, alts in relation.items() if w in focus)]
+                # The answer's own relation (focus) counts double: the other words led to the bridge.
+                matched = sum(2.0 if w in focus else 1.0 for w, alts in relation.items() if alts & set(stems))
+                fit = matched / max(len(relation) + len(focus & set(relation)), 1)
+                if relation and not matched:
+                    continue  # a sentence that shares no relation word with the question does not answer it
+                if anchorless and fit < 0.5:
+                    continue  # nothing the question names is in memory: only a close paraphrase may answer
+                life = _life_span(sent.text) if lifetime else None
+                if life:  # "(May 10, 1890 – August 17, 1987)" states a birth and a death without the words
+                    at = len(re.findall(r"\w+(?:[-'’]\w+)*", sent.text[: life[0]]))
+                    focus_hits.append(at)
+                    matched += 2.0
+                    fit = matched / max(len(relation) + len(focus & set(relation)), 1)
+                hits = focus_hits or hits
+                for span in spans_of(sent.text):
+                    if _in_question(span.text, q_norm, q_stems):
+                        continue
+                    typed = _type_fit(form.kind, span, sent.text, nationality)
+                    if typed <= -1:
+                        continue
+                    if life and span.kind == "date" and life[0] <= span.char < life[1]:
+                        inside = [x for x in spans_of(sent.text) if x.kind == "date" and life[0] <= x.char < life[1]]
+                        wanted = inside[-1] if lifetime == "died" and len(inside) > 1 else inside[0]
+                        typed += 0.6 if span.char == wanted.char and (lifetime == "born" or len(inside) > 1) else -0.6
+                    if subject and _lower_words(span.text) and set(_lower_words(span.text)) <= subject[s.id]:
+                        typed -= 0.8  # a scene's own subject is what the sentence says something about
+                    near = min((abs(h - span.start) if h < span.start else abs(span.end - 1 - h)
+                                for h in hits), default=None)
+                    proximity = 1.0 / (1.0 + near / 4.0) if near is not None else 0.0
+                    score = 1.5 * fit + typed + 0.8 * proximity + 0.4 * strength[s.id] - 0.05 * sent.index
+                    if best is None or score > best[0]:
+                        best = (score, span, sent)
+        if best is None or best[0] < 0.6:
+            return None
+        _, span, sent = best
+        answer = _extend_place(span, sent.text) if form.kind == "place" else span.text
+        return Reading(answer.strip(" ,.;:"), self._evidence_chain(sent, sentences, parent))
+
+    def _evidence_chain(self, answer: _Sentence, sentences: dict[str, list[_Sentence]],
+                        parent: dict) -> list[Evidence]:
+        """The answer sentence preceded by, for each hop back, the parent's sentence naming the bridge."""
+        chain = [answer]
+        sid = answer.scene.id
+        while sid in parent and len(chain) < MAX_HOPS:
+            up, bridge = parent[sid]
+            sents = sentences[up]
+            pick = next((x for x in sents if re.search(r"\b" + re.escape(bridge) + r"\b", norm(x.text))), sents[0])
+            chain.insert(0, pick)
+            sid = up
+        return [Evidence(scene_id=x.scene.id, title=x.scene.title, text=x.text, hop=n + 1,
+                         role="answer" if x is answer else "bridge") for n, x in enumerate(chain)]
+
+    # --- comparisons ---------------------------------------------------------------------
+    def _option_scenes(self, option: str, scenes: list[Recalled], hops: dict, graph) -> list[Recalled]:
+        """The scene an option names (titled by it first, else mentioning it), then the scenes it bridges to."""
+        key = norm(option)
+        titled = [s for s in scenes if s.title and key in title_aliases(s.title)]
+        named = titled or [s for s in scenes if self._mentions(s, [key])]
+        if not named:
+            return []
+        head = named[0]
+        out = [head]
+        for s in scenes:
+            if s is head or not s.title:
+                continue
+            if any(a and self._mentions(head, [a]) for a in title_aliases(s.title)):
+                out.append(s)
+        return out
+
+    def _attribute(self, form: QuestionForm, option: str, chain: list[Recalled],
+                   sentences: dict[str, list[_Sentence]]) -> tuple[object, _Sentence] | None:
+        """The compared attribute's value for one item, with the sentence that states it."""
+        relation = _expand([w for w in form.relation if w not in _lower_words(" ".join(form.options))])
+        events = _expand(form.focus)
+        life_event = bool(set(events) & {"born", "died", "родил", "умер"})
+        best = None
+        for depth, scene in enumerate(chain):
+            for sent in sentences[scene.id]:
+                stems = {_stem(w) for w in sent.words}
+                matched = sum(1 for alts in relation.values() if alts & stems)
+                # The dated event ("born", "died") decides whose date it is: the film's or its director's.
+                dated = sum(1 for alts in events.values() if alts & stems) + (
+                    0.8 if events and _life_span(sent.text) and (set(events) & {"born", "died", "родил", "умер"})
+                    else 0.0)
+                value = _value_in(form, sent.text, events)
+                if value is None or (life_event and not dated):
+                    continue  # a birth or a death is stated by its words or a life span, not by any date
+                score = 3.0 * dated + matched - 0.1 * sent.index - 0.3 * depth
+                if best is None or score > best[0]:
+                    best = (score, value, sent)
+        return (best[1], best[2]) if best else None
+
+    def _choose(self, form: QuestionForm, scenes: list[Recalled], sentences: dict, hops: dict, parent: dict,
+                graph) -> Reading | None:
+        found = []
+        for option in form.options:
+            chain = self._option_scenes(option, scenes, hops, graph)
+            got = self._attribute(form, option, chain, sentences) if chain else None
+            found.append((option, chain, got))
+        evidence = []
+        for _, chain, got in found:
+            if not got:
+                continue
+            if got[1].scene.id != chain[0].id and got[1].scene.title:  # the item's own scene names the next hop
+                alias = title_aliases(got[1].scene.title)
+                bridge = next((x for x in sentences[chain[0].id] if any(
+                    re.search(r"\b" + re.escape(a) + r"\b", norm(x.text)) for a in alias if a)), None)
+                if bridge is not None:
+                    evidence.append(Evidence(scene_id=chain[0].id, title=chain[0].title, text=bridge.text,
+                                             hop=len(evidence) + 1, role="bridge"))
+            evidence.append(Evidence(scene_id=got[1].scene.id, title=got[1].scene.title, text=got[1].text,
+                                     hop=len(evidence) + 1, role="option"))
+        valued = [(o, c, g) for o, c, g in found if g]
+        if len(valued) >= 2 and form.order in ("min", "max"):
+            pick = (min if form.order == "min" else max)(valued, key=lambda x: _sortable(x[2][0]))
+            return Reading(_as_named(pick[0], pick[1]), evidence)
+        if len(valued) == 1 and form.order == "min" and set(form.focus) & {"died", "умер"}:
+            return Reading(_as_named(valued[0][0], valued[0][1]), evidence)  # the others have no death: alive
+        if valued and form.attribute not in ("date", "number"):
+            return Reading(_as_named(valued[0][0], valued[0][1]), evidence)
+        present = [(o, c) for o, c, _ in found if c]
+        if not present:
+            return None
+        # The attribute is missing for an item: the item whose scene resonates more is the better guess.
+        option, chain = max(present, key=lambda x: x[1][0].score)
+        return Reading(_as_named(option, chain), evidence or [
+            Evidence(scene_id=c[0].id, title=c[0].title, text=sentences[c[0].id][0].text, hop=n + 1, role="option")
+            for n, (_, c) in enumerate(present)])
+
+    def _yes_no(self, form: QuestionForm, question: str, scenes: list[Recalled], sentences: dict, hops: dict,
+                graph) -> Reading | None:
+        lang = "ru" if form.language == "ru" else "en"
+        items = [(o, self._option_scenes(o, scenes, hops, graph)) for o in form.options]
+        items = [(o, c) for o, c in items if c]
+        if len(items) >= 2 and form.order == "same":
+            values = []
+            evidence = []
+            for n, (option, chain) in enumerate(items):
+                traits, sent = _traits(chain, sentences, option)
+                values.append(traits)
+                if sent:
+                    evidence.append(Evidence(scene_id=sent.scene.id, title=sent.scene.title, text=sent.text,
+                                             hop=n + 1, role="option"))
+            same = bool(values[0] and all(values[0] & v for v in values[1:]))
+            return Reading(YES[lang] if same else NO[lang], evidence)
+        # "Are A and B both film directors?" / "Is A a B?": do the items' scenes carry the asked-about words?
+        asked = _expand([w for w in form.relation if w not in _lower_words(" ".join(form.options))])
+        chains = [c for _, c in items] or [[s] for s in scenes[:1] if s.id in hops]
+        if not chains or not asked:
+            return None
+        evidence, verdicts = [], []
+        for n, chain in enumerate(chains):
+            best = max((x for s in chain[:1] for x in sentences[s.id]),
+                       key=lambda x: sum(1 for alts in asked.values() if alts & _stems(x.words)))
+            carried = sum(1 for alts in asked.values() if alts & _stems(best.words))
+            verdicts.append(carried / len(asked) >= 0.5)
+            evidence.append(Evidence(scene_id=best.scene.id, title=best.scene.title, text=best.text, hop=n + 1,
+                                     role="option"))
+        return Reading(YES[lang] if all(verdicts) else NO[lang], evidence)
+
+    # --- not knowing ---------------------------------------------------------------------
+    @staticmethod
+    def _abstain_text(form: QuestionForm) -> str:
+        return ABSTAIN_RU if form.language == "ru" else ABSTAIN_EN
+
+    def _abstain(self, form: QuestionForm, scenes: list[Recalled]) -> Reading:
+        closest = [Evidence(scene_id=s.id, title=s.title, text=(split_clauses(s.text) or [s.text])[0], hop=n + 1,
+                            role="closest") for n, s in enumerate(scenes[:CLOSEST])]
+        return Reading(self._abstain_text(form), closest, abstained=True)
+
+
+def _strengths(scenes: list[Recalled]) -> dict[str, float]:
+    low, high = min(s.score for s in scenes), max(s.score for s in scenes)
+    return {s.id: (s.score - low) / (high - low) if high > low else 1.0 for s in scenes}
+
+
+def _in_question(span: str, q_norm: str, q_stems: set[str]) -> bool:
+    """A span the question already holds is not an answer to it."""
+    key = norm(span)
+    if not key:
+        return True
+    if re.search(r"\b" + re.escape(key) + r"\b", q_norm):
+        return True
+    words = _lower_words(span)
+    return bool(words) and all(_stem(w) in q_stems for w in words)
+
+
+_DEMONYM = re.compile(r"^[A-ZА-ЯЁ][a-zа-яё]+(?:an|ian|ese|ish|ch|ic|i|ский|ская|ское|цы|ец)$")
+
+
+def _is_demonym(span: Span, sentence: str) -> bool:
+    """'American' in 'an American filmmaker': one capitalised word with a demonym ending before a lower-case word."""
+    after = sentence[span.char + len(span.text):].split()[:1]
+    return (" " not in span.text and bool(_DEMONYM.match(span.text))
+            and bool(after) and after[0][:1].islower())
+
+
+def _type_fit(kind: str, span: Span, sentence: str, nationality: bool = False) -> float:
+    """How well a span fits the expected answer type: -1 rules it out, up to +1."""
+    before = sentence[: span.char].split()[-1:] if span.char else []
+    cue = before[0].lower().strip("(,") if before else ""
+    if span.kind == "name" and _is_demonym(span, sentence):
+        return 1.0 if nationality else (-0.8 if kind in ("place", "person") else -0.2)
+    if kind == "date":
+        return 1.0 if span.kind == "date" else -1.0
+    if kind == "number":
+        if span.kind == "number":
+            return 1.0
+        return 0.2 if span.kind == "date" and not re.fullmatch(r"\d{4}", span.text) else -1.0
+    if span.kind in ("date", "number"):
+        return -1.0 if kind in ("person", "place") else -0.3
+    if kind == "place":
+        if span.kind != "name":
+            return -1.0
+        return 1.0 if cue in _PLACE_CUES else 0.3
+    if kind == "person":
+        if span.kind != "name":
+            return -1.0
+        return 0.4 if cue in _PLACE_CUES else (1.0 if len(span.text.split()) >= 2 or cue in _PERSON_CUES else 0.7)
+    return 0.6 if span.kind == "name" else 0.2  # "what"/"which": a name first, a phrase when no name fits
+
+
+def _extend_place(span: Span, sentence: str) -> str:
+    """'Brooklyn' followed by ', New York' is 'Brooklyn, New York'."""
+    rest = sentence[span.char + len(span.text):]
+    m = re.match(r",\s+([A-ZА-ЯЁ][\w'’-]*(?:\s+[A-ZА-ЯЁ][\w'’-]*){0,2})", rest)
+    return f"{span.text}, {m.group(1)}" if m else span.text
+
+
+def _value_in(form: QuestionForm, sentence: str, relation: dict[str, set[str]]):
+    """The compared attribute as it appears in one sentence (a date or a number), or None."""
+    spans = spans_of(sentence)
+    if form.attribute == "number":
+        numbers = [s.value for s in spans if s.kind == "number" and isinstance(s.value, float)]
+        return numbers[0] if numbers else None
+    dates = [s for s in spans if s.kind == "date" and s.value]
+    if not dates:
+        return None
+    death = bool({"died", "умер"} & set(relation))
+    life = _life_span(sentence)
+    if life:  # "(1 May 1900 – 2 June 1980)": birth first, death second
+        inside = [s for s in dates if life[0] <= s.char < life[1]]
+        if inside:
+            return inside[-1].value if death and len(inside) >= 2 else (None if death else inside[0].value)
+    return dates[0].value
+
+
+def _lifetime(form: QuestionForm) -> str:
+    """'born' or 'died' when a date question asks for a birth or a death, else ''."""
+    if form.kind != "date":
+        return ""
+    stems = {_stem(w) for w in form.focus or form.relation}
+    if stems & {"born", "birth", "родил", "рожде"}:
+        return "born"
+    if stems & {"died", "die", "death", "умер", "смерт"}:
+        return "died"
+    return ""
+
+
+def _life_span(sentence: str) -> tuple[int, int] | None:
+    """Character bounds of the first parenthesis that holds a date (a life span or a birth date)."""
+    for m in re.finditer(r"\(([^()]{4,120})\)", sentence):
+        if re.search(r"\b\d{3,4}\b", m.group(1)):
+            return m.start(), m.end()
+    return None
+
+
+def _sortable(value) -> tuple:
+    if isinstance(value, tuple):
+        year, month, day = value
+        return (year, month or 6, day or 15)
+    return (float(value),)
+
+
+def _as_named(option: str, chain: list[Recalled]) -> str:
+    """The item as memory spells it (its scene's title without a disambiguating suffix), else as asked."""
+    if chain and chain[0].title and norm(option) in title_aliases(chain[0].title):
+        return re.sub(r"\s*\(.*?\)\s*$", "", chain[0].title).strip() or option
+    return option
+
+
+def _traits(chain: list[Recalled], sentences: dict[str, list[_Sentence]], option: str) -> tuple[set[str], _Sentence | None]:
+    """Capitalised places and demonyms an item's first sentences name (its country, nationality ...)."""
+    own = set(_lower_words(option))
+    traits: set[str] = set()
+    first = None
+    for scene in chain[:2]:
+        for sent in sentences[scene.id][:2]:
+            found = {w.lower() for span in capitalised_spans(sent.text) for w in span.split()} - own
+            found = {w for w in found if len(w) > 2}
+            if found and first is None:
+                first = sent
+            traits |= found
+    return traits, first
