@@ -9,10 +9,11 @@ the very numbers an in-process one would.
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, fields
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from state.context import Context
 from state.models import Probe
@@ -77,13 +78,50 @@ class _RunSettingsBase(BaseModel):
 RunSettings = create_model("RunSettings", __base__=_RunSettingsBase, **_run_settings_fields())
 
 
-class StateRequest(BaseModel):
+def first_unfit(value: Any, where: str = "body", depth: int = 0) -> str | None:
+    """Where the body holds a number JSON cannot carry (NaN, ±Infinity, 1e400) or text that is not UTF-8."""
+    if depth > 64:
+        return f"{where} (nested deeper than 64 levels)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} = {value} (not a finite number)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where} (text that is not valid UTF-8)"
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = first_unfit(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]", depth + 1)
+        if found:
+            return found
+    return None
+
+
+class _FitRequest(BaseModel):
+    """Refuses, before any node runs, what would poison the store or the reply (422, never 500)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_fit_values(cls, data: Any) -> Any:
+        found = first_unfit(data)
+        if found:
+            raise ValueError(f"cannot accept {found}")
+        return data
+
+
+class StateRequest(_FitRequest):
     embedder: EmbedderTag
     settings: RunSettings  # type: ignore[valid-type]
     state: ThinkingState
 
 
-class ProbeRequest(BaseModel):
+class ProbeRequest(_FitRequest):
     embedder: EmbedderTag
     settings: RunSettings  # type: ignore[valid-type]
     probe: Probe

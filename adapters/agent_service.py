@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from langgraph.runtime import Runtime
@@ -81,6 +82,15 @@ def _check_text(what: str, text: str, limit: int) -> None:
                             "(SCENEMIND_MAX_INPUT_CHARS)")
 
 
+def _fit_errors(errors: Any) -> str:
+    """Validation errors as one line: where and why, without the (possibly unprintable) input."""
+    parts = []
+    for err in list(errors)[:10]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "malformed request: " + "; ".join(parts)
+
+
 def _reply(agent: str, node: str, update: dict[str, Any], events: list[dict]) -> JSONResponse:
     overwrite = [k for k, v in update.items() if isinstance(v, Overwrite)]
     plain = {k: (v.value if isinstance(v, Overwrite) else v) for k, v in update.items()}
@@ -105,6 +115,12 @@ def create_agent_app(agent: str, nodes: dict[str, Callable[..., dict]], context:
     async def domain_error(request: Request, exc: SceneMindError) -> JSONResponse:
         node = request.url.path.rsplit("/", 1)[-1]
         return _error(status_of(exc), type(exc).__name__, str(exc), agent, node)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input back, and a NaN in it cannot be written as JSON (a 500).
+        return JSONResponse({"error": "AgentRefused", "detail": _fit_errors(exc.errors()), "agent": agent,
+                             "node": request.url.path.rsplit("/", 1)[-1]}, status_code=422)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
@@ -218,7 +234,27 @@ class Guard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: wait for the client's disconnect, as Starlette expects
 
-        await self.app(scope, replay, send)
+        state = {"started": False, "done": False}
+
+        async def tracked(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["done"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, replay, tracked)
+        except Exception:
+            # Starlette re-raises a bug after its 500 is sent; the server would then drop the keep-alive
+            # connection and the client's next request on it fails. The answer is out, so keep the line.
+            if state["done"]:
+                return
+            if not state["started"]:
+                log.exception("unhandled error on %s", scope.get("path"))
+                await _send_json(send, 500, "InternalError", "internal error in the service; see its log")
+                return
+            raise
 
 
 async def _send_json(send: Callable, status: int, error: str, detail: str) -> None:

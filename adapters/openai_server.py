@@ -10,6 +10,7 @@ scenemind's own `openai:` decoder. It is the decoder agent service:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 import uuid
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from state.errors import SceneMindError
+from state.errors import InputTooLarge, SceneMindError
 
 
 class ChatMessage(BaseModel):
@@ -50,6 +51,15 @@ def to_messages(request: ChatRequest) -> list[BaseMessage]:
     return [kinds[m.role](_text(m.content)) for m in request.messages]
 
 
+def status_of(exc: SceneMindError) -> int:
+    """The request's fault is 4xx (a client must not retry it), the service's 503."""
+    if isinstance(exc, InputTooLarge):
+        return 413
+    if isinstance(exc, ValueError):  # EmptyInput (no user message, empty text), text that is not UTF-8 ...
+        return 400
+    return 503
+
+
 def create_app(chat: Any, model_name: str) -> FastAPI:
     """The endpoint for one chat model, served under `model_name`."""
     app = FastAPI(title="scenemind decoder", version="0.1.0")
@@ -73,12 +83,16 @@ def create_app(chat: Any, model_name: str) -> FastAPI:
         messages = to_messages(request)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if request.stream:
-            return StreamingResponse(_sse(chat, messages, stop, options, rid, created, model_name),
-                                     media_type="text/event-stream")
+            chunks = chat.stream(messages, stop=stop, **options)
+            try:  # the first chunk before the headers: a refused question gets its status, not an in-band error
+                first = next(chunks, None)
+            except SceneMindError as exc:
+                raise HTTPException(status_of(exc), str(exc)) from exc
+            return StreamingResponse(_sse(chunks, first, rid, created, model_name), media_type="text/event-stream")
         try:
             reply = chat.invoke(messages, stop=stop, **options)
         except SceneMindError as exc:
-            raise HTTPException(503, str(exc)) from exc
+            raise HTTPException(status_of(exc), str(exc)) from exc
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": created, "model": model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content},
@@ -89,8 +103,7 @@ def create_app(chat: Any, model_name: str) -> FastAPI:
     return app
 
 
-def _sse(chat: Any, messages: list[BaseMessage], stop: list[str] | None, options: dict, rid: str, created: int,
-         model_name: str) -> Iterator[str]:
+def _sse(chunks: Iterator[Any], first: Any, rid: str, created: int, model_name: str) -> Iterator[str]:
     def event(delta: dict, finish: str | None = None) -> str:
         body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_name,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -98,7 +111,7 @@ def _sse(chat: Any, messages: list[BaseMessage], stop: list[str] | None, options
 
     yield event({"role": "assistant", "content": ""})
     try:
-        for chunk in chat.stream(messages, stop=stop, **options):
+        for chunk in itertools.chain([first] if first is not None else [], chunks):
             if chunk.content:
                 yield event({"content": chunk.content})
     except SceneMindError as exc:  # headers are sent already: report in-band, as OpenAI does

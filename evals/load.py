@@ -148,13 +148,20 @@ def summary(result: dict) -> list[tuple[str, int, float, float, float]]:
     return rows
 
 
-def render(rows, result: dict, clients: int, seconds: float, command: str) -> str:
+def store_label(data_dir: str | None, store_url: str, url: str | None) -> str:
+    """Which store the load ran against, in words, for the report."""
+    if data_dir:
+        return f"store {data_dir}, " + (f"Chroma server {store_url}" if store_url else "embedded Chroma")
+    return f"the store of the running service at {url}"
+
+
+def render(rows, result: dict, clients: int, seconds: float, command: str, store: str) -> str:
     errors = sum(result["errors"].values())
     lines = [
         f"`{command}`",
         "",
         f"{clients} concurrent clients for {seconds:g} s against one `scenemind serve all` on 127.0.0.1 "
-        f"(demo store, embedded Chroma), load generator on the same machine "
+        f"({store}), load generator on the same machine "
         f"({os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}); "
         f"measured {time.strftime('%Y-%m-%d')}.",
         "",
@@ -190,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None:
             stop_service(proc)
     rows = summary(result)
-    section = render(rows, result, args.clients, args.seconds, command)
+    store = store_label(os.path.abspath(args.data_dir) if args.data_dir else None, args.store_url, args.url)
+    section = render(rows, result, args.clients, args.seconds, command, store)
     print(section)
     if args.record:
         replace_section(RESULTS, "Load", section)

@@ -26,6 +26,9 @@ from state.errors import InputTooLarge, SettingsError
 DEFAULT_PORTS = {"all": 8100, "interpreter": 8101, "scene-former": 8102, "resonator": 8103, "formulator": 8104,
                  "decoder": 8105, "archetype-guide": 8106}
 OPENAI_MODEL_NAME = "scenemind"
+# A token guards a service on the network: 32 random URL-safe characters are ~190 bits (`scenemind token` gives 43).
+MIN_TOKEN_CHARS = 32
+MIN_TOKEN_DISTINCT = 10  # "aaaa…" or "abab…" is long, not random
 
 
 def node_functions() -> dict[str, Callable[..., dict]]:
@@ -53,10 +56,17 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(host: str, token: str) -> None:
-    """Loopback needs nothing; any other address needs a token, or the service does not start."""
-    if not is_loopback(host) and not token:
+    """Loopback needs nothing; any other address needs a strong token, or the service does not start."""
+    if is_loopback(host):
+        return
+    if not token:
         raise SettingsError(f"refusing to serve on {host} without a token: set {TOKEN_ENV} to a long random "
-                            f"secret (clients send it as `Authorization: Bearer ...`), or bind 127.0.0.1")
+                            f"secret (`export {TOKEN_ENV}=$(scenemind token)`; clients send it as "
+                            "`Authorization: Bearer ...`), or bind 127.0.0.1")
+    if len(token) < MIN_TOKEN_CHARS or len(set(token)) < MIN_TOKEN_DISTINCT:
+        raise SettingsError(f"refusing to serve on {host} with a weak {TOKEN_ENV} ({len(token)} characters, "
+                            f"{len(set(token))} distinct): use at least {MIN_TOKEN_CHARS} random characters, "
+                            f"e.g. `export {TOKEN_ENV}=$(scenemind token)`")
 
 
 def thinking_chat(ctx: Context):
@@ -90,7 +100,7 @@ def thinking_chat(ctx: Context):
             if len(question) > self.context.max_input_chars:
                 raise InputTooLarge(f"the question is {len(question):,} characters, over the limit of "
                                     f"{self.context.max_input_chars:,}")
-            spoke, answer = False, ""
+            spoke, answer, evidence = False, "", []
             for mode, chunk in graph.stream({"question": question}, context=self.context,
                                             stream_mode=["messages", "values"]):
                 if mode == "messages":  # a model decoder's tokens, as it generates them
@@ -99,9 +109,11 @@ def thinking_chat(ctx: Context):
                         spoke = True
                         yield token.content
                 else:
-                    answer = chunk.get("answer", answer)
-            if not spoke:  # the extractive decoder has no tokens: stream its answer word by word
-                yield from (p for p in re.split(r"(?<=\s)", answer) if p)
+                    answer, evidence = chunk.get("answer", answer), chunk.get("evidence", evidence)
+            if not spoke:  # the extractive decoder has no tokens: stream its answer and evidence word by word
+                from graph.cli import format_answer
+
+                yield from (p for p in re.split(r"(?<=\s)", format_answer(answer, evidence)) if p)
 
         def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,
                       **kwargs: Any) -> ChatResult:

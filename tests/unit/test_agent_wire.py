@@ -58,7 +58,7 @@ def test_public_bind_needs_a_token():
     check_exposure("127.0.0.1", "")
     check_exposure("::1", "")
     check_exposure("localhost", "")
-    check_exposure("0.0.0.0", "t0ken")
+    check_exposure("0.0.0.0", "k7Qx-9vLm2Rt8Wz4Np6Ys1Bd3Hf5Jc0Ue")
     for host in ("0.0.0.0", "192.168.1.5", "example.org"):
         with pytest.raises(SettingsError, match="SCENEMIND_TOKEN"):
             check_exposure(host, "")
