@@ -1,9 +1,12 @@
 """Scene sources on disk: jsonl scenes, text/markdown files, {title,text} corpus json.
 
 Every file is read and checked before anything is written: one bad line (broken
-UTF-8, broken JSON, a record without text) fails the whole ingest with the file
-and line named, and the store stays as it was. Fix the line and rerun; ids are
-stable, so nothing is doubled.
+UTF-8, broken JSON, JSON nested too deeply, a record without text, an explicit
+id given to two different texts) fails the whole ingest with the file and line
+named, and the store stays as it was. Fix the line and rerun; ids are stable,
+so nothing is doubled. One scene-size bound for every format: a long
+paragraph of a text file is cut into scenes of about CHUNK_CHARS at sentence
+ends; a json record over MAX_SCENE_CHARS is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from state.errors import SceneFileError
 
 CHUNK_CHARS = 1_000
 MAX_SCENE_CHARS = 100_000
+TOO_DEEP = "JSON nested too deeply to read (deeper than Python's recursion limit); flatten it"
 
 
 @dataclass
@@ -28,6 +32,7 @@ class SceneRecord:
     title: str | None = None
     id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    origin: str = field(default="", compare=False)  # "file:line", for messages about this record
 
     @property
     def scene_id(self) -> str:
@@ -57,12 +62,29 @@ def read_sources(paths: list[str]) -> list[SceneRecord]:
                 records.extend(_read_file(f, errors))
             except SceneFileError as exc:
                 errors.append(exc)
+    errors.extend(_id_conflicts(records))
     if errors:
         listed = "; ".join(str(e) for e in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         first = errors[0]
         raise SceneFileError(first.path, first.line, f"{first.reason}. Nothing was ingested. All problems: {listed}{more}")
     return records
+
+
+def _id_conflicts(records: list[SceneRecord]) -> list[SceneFileError]:
+    """An explicit id given to two different texts: the second would silently lose to the first."""
+    first: dict[str, SceneRecord] = {}
+    out = []
+    for rec in records:
+        if rec.id is None:
+            continue
+        seen = first.setdefault(rec.id, rec)
+        if seen is not rec and (seen.text, seen.title) != (rec.text, rec.title):
+            path, _, line = rec.origin.rpartition(":")
+            out.append(SceneFileError(path or rec.origin, int(line) if line.isdigit() else None,
+                                      f"id {rec.id!r} is already used at {seen.origin} for a different text; "
+                                      "give each scene its own id (or drop \"id\" for content ids)"))
+    return out
 
 
 def _read_file(path: Path, errors: list[SceneFileError]) -> list[SceneRecord]:
@@ -94,6 +116,8 @@ def _read_jsonl(path: Path, data: bytes, errors: list[SceneFileError]) -> Iterat
             errors.append(exc)
         except json.JSONDecodeError as exc:
             errors.append(SceneFileError(str(path), n, f"broken JSON ({exc.msg} at column {exc.colno})"))
+        except RecursionError:
+            errors.append(SceneFileError(str(path), n, TOO_DEEP))
 
 
 def _record(obj: Any, path: Path, line: int | None) -> SceneRecord:
@@ -109,7 +133,8 @@ def _record(obj: Any, path: Path, line: int | None) -> SceneRecord:
         raise SceneFileError(str(path), line, "\"meta\" must be an object")
     sid, title = obj.get("id"), obj.get("title")
     return SceneRecord(text=text.strip(), title=str(title).strip() if title else None,
-                       id=str(sid) if sid is not None else None, meta=meta)
+                       id=str(sid) if sid is not None else None, meta=meta,
+                       origin=f"{path}:{line}" if line is not None else str(path))
 
 
 def _read_corpus_json(path: Path, text: str) -> list[SceneRecord]:
@@ -117,6 +142,8 @@ def _read_corpus_json(path: Path, text: str) -> list[SceneRecord]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SceneFileError(str(path), exc.lineno, f"broken JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise SceneFileError(str(path), None, TOO_DEEP) from None
     if isinstance(obj, dict):  # title -> [sentences]
         return [_record({"title": t, "text": " ".join(s) if isinstance(s, list) else s}, path, None)
                 for t, s in obj.items()]
@@ -133,7 +160,8 @@ def _chunk_text(path: Path, text: str) -> list[SceneRecord]:
 
     def flush() -> None:
         if buf:
-            records.append(SceneRecord(text="\n".join(buf), title=title, meta={"source": str(path)}))
+            records.append(SceneRecord(text="\n".join(buf), title=title, meta={"source": str(path)},
+                                       origin=str(path)))
             buf.clear()
 
     for para in re.split(r"\n\s*\n", text):
@@ -147,8 +175,29 @@ def _chunk_text(path: Path, text: str) -> list[SceneRecord]:
             para = "\n".join(para.splitlines()[1:]).strip()
             if not para:
                 continue
-        if buf and sum(len(b) for b in buf) + len(para) > CHUNK_CHARS:
-            flush()
-        buf.append(para)
+        for piece in split_long(para, CHUNK_CHARS):
+            if buf and sum(len(b) for b in buf) + len(piece) > CHUNK_CHARS:
+                flush()
+            buf.append(piece)
     flush()
     return records
+
+
+def split_long(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` chars, cut after a sentence end, else at a space, else anywhere."""
+    if len(text) <= limit:
+        return [text]
+    pieces, pos = [], 0
+    while len(text) - pos > limit:
+        end = pos + limit
+        cut = max(text.rfind(mark, pos, end) for mark in (". ", "? ", "! ", "\n", "。"))
+        if cut <= pos + limit // 2:
+            cut = text.rfind(" ", pos, end)
+        if cut <= pos + limit // 2:
+            cut = end - 1
+        piece = text[pos : cut + 1].strip()
+        if piece:
+            pieces.append(piece)
+        pos = cut + 1
+    rest = text[pos:].strip()
+    return pieces + ([rest] if rest else [])

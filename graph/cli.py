@@ -128,7 +128,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     active = sorted(state.get("active", {}).values(), key=lambda r: -r.score)
     cited = {r.id: r for r in active}
     if args.json:
-        print(json.dumps({
+        print(json.dumps(clipped({
             "question": args.question,
             "answer": state.get("answer", ""),
             "evidence": [e.model_dump() for e in state.get("evidence", [])],
@@ -139,7 +139,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "formulas": [f.model_dump(exclude={"vector"}) for f in state.get("formulas", [])],
             "retrievals": state.get("retrievals", 0),
             "timings_s": {k: round(v, 4) for k, v in run["timings"].items()},
-        }, ensure_ascii=False))
+        }), ensure_ascii=False))
         return 0
     print("\n" + format_answer(state.get("answer", ""), state.get("evidence", [])))
     return 0
@@ -226,6 +226,20 @@ def parser() -> argparse.ArgumentParser:
 
     register_train(sub)
     return ap
+
+
+JSON_TEXT_CHARS = 4_000  # longest string `ask --json` prints: a scene is ~1,000 chars; 100,000 only from json input
+
+
+def clipped(value: Any, limit: int = JSON_TEXT_CHARS) -> Any:
+    """`value` with every string over `limit` chars cut (marked with its full length): bounded JSON output."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}… [{len(value):,} chars]"
+    if isinstance(value, dict):
+        return {k: clipped(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clipped(v, limit) for v in value]
+    return value
 
 
 def checked_question(text: str) -> str:
