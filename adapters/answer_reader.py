@@ -20,6 +20,8 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from adapters.answer_spans import Span, spans_of
 from adapters.lexicon import capitalised_spans, norm, split_clauses, title_aliases
 from adapters.question_form import RELATION_SYNONYMS, QuestionForm, form_of
@@ -30,6 +32,10 @@ ABSTAIN_RU = "В памяти нет ответа: ни одна сцена ег
 YES = {"en": "yes", "ru": "да"}
 NO = {"en": "no", "ru": "нет"}
 MAX_HOPS = 3
+MIN_SCORE = 0.6  # below it no span fits well enough: abstain
+PARAPHRASE_MIN = 0.5  # cosine a sentence needs to answer by meaning alone
+PARAPHRASE_SENTENCES = 3
+SENTENCE_CACHE = 20_000  # scenes whose sentence vectors the reader keeps
 CLOSEST = 3  # scenes shown when abstaining
 _PLACE_CUES = {"in", "at", "from", "near", "to", "into", "в", "во", "из", "под", "near"}
 _PERSON_CUES = {"by", "with", "son", "daughter", "wife", "husband", "father", "mother", "married", "and"}
@@ -73,7 +79,12 @@ class AnswerReader:
 
     name = "extractive"
 
-    def read(self, question: str, scenes: list[Recalled], graph=None) -> Reading:
+    def __init__(self) -> None:
+        self._vectors: dict[str, np.ndarray] = {}  # scene id -> its sentences' vectors
+
+    def read(self, question: str, scenes: list[Recalled], graph=None, embedder=None) -> Reading:
+        """The short answer and its evidence; `graph` (couplings) resolves names, `embedder` lets a sentence
+        that paraphrases the question answer it when none shares its words."""
         form = form_of(question)
         if not scenes:
             return Reading(self._abstain_text(form), [], abstained=True)
@@ -91,7 +102,7 @@ class AnswerReader:
         elif form.kind == "yesno":
             reading = self._yes_no(form, question, scenes, sentences, hops, graph)
         else:
-            reading = self._extract(form, question, q_entities, scenes, sentences, hops, parent)
+            reading = self._extract(form, question, q_entities, scenes, sentences, hops, parent, embedder)
         return reading or self._abstain(form, scenes)
 
     # --- which scenes the chain reaches --------------------------------------------------
@@ -166,64 +177,63 @@ class AnswerReader:
 
     # --- open questions: who / where / when / how many / what ----------------------------
     def _extract(self, form: QuestionForm, question: str, q_entities: list[str], scenes: list[Recalled],
-                 sentences: dict[str, list[_Sentence]], hops: dict[str, int], parent: dict) -> Reading | None:
-        relation = _expand([w for w in form.relation if not any(w in e.split() for e in q_entities)])
-        focus = set(form.focus)
-        q_norm = norm(question)
-        q_stems = _stems(_lower_words(question))
-        nationality = bool({"nationality", "национальность", "гражданство"} & set(form.relation))
-        lifetime = _lifetime(form)
+                 sentences: dict[str, list[_Sentence]], hops: dict[str, int], parent: dict,
+                 embedder=None) -> Reading | None:
+        ask = _Asked(form, question, q_entities)
         anchorless = not any(h > 1 for h in hops.values()) and not any(
             self._mentions(s, q_entities) or (s.title and set(title_aliases(s.title)) & set(q_entities))
             for s in scenes)
         strength = _strengths(scenes)
-        subject = {s.id: set(_lower_words(re.sub(r"\(.*?\)", " ", s.title or ""))) for s in scenes}
+        reached = [sent for s in scenes if s.id in hops for sent in sentences[s.id]]
         best: tuple[float, Span, _Sentence] | None = None
-        for s in scenes:
-            if s.id not in hops:
-                continue
-            for sent in sentences[s.id]:
-                stems = [_stem(w) for w in sent.words]
-                hits = [n for n, st in enumerate(stems) if any(st in alts for alts in relation.values())]
-                focus_hits = [n for n, st in enumerate(stems)
-                              if any(st in alts for w, alts in relation.items() if w in focus)]
-                # The answer's own relation (focus) counts double: the other words led to the bridge.
-                matched = sum(2.0 if w in focus else 1.0 for w, alts in relation.items() if alts & set(stems))
-                fit = matched / max(len(relation) + len(focus & set(relation)), 1)
-                if relation and not matched:
-                    continue  # a sentence that shares no relation word with the question does not answer it
-                if anchorless and fit < 0.5:
-                    continue  # nothing the question names is in memory: only a close paraphrase may answer
-                life = _life_span(sent.text) if lifetime else None
-                if life:  # "(May 10, 1890 – August 17, 1987)" states a birth and a death without the words
-                    at = len(re.findall(r"\w+(?:[-'’]\w+)*", sent.text[: life[0]]))
-                    focus_hits.append(at)
-                    matched += 2.0
-                    fit = matched / max(len(relation) + len(focus & set(relation)), 1)
-                hits = focus_hits or hits
-                for span in spans_of(sent.text):
-                    if _in_question(span.text, q_norm, q_stems):
-                        continue
-                    typed = _type_fit(form.kind, span, sent.text, nationality)
-                    if typed <= -1:
-                        continue
-                    if life and span.kind == "date" and life[0] <= span.char < life[1]:
-                        inside = [x for x in spans_of(sent.text) if x.kind == "date" and life[0] <= x.char < life[1]]
-                        wanted = inside[-1] if lifetime == "died" and len(inside) > 1 else inside[0]
-                        typed += 0.6 if span.char == wanted.char and (lifetime == "born" or len(inside) > 1) else -0.6
-                    if subject and _lower_words(span.text) and set(_lower_words(span.text)) <= subject[s.id]:
-                        typed -= 0.8  # a scene's own subject is what the sentence says something about
-                    near = min((abs(h - span.start) if h < span.start else abs(span.end - 1 - h)
-                                for h in hits), default=None)
-                    proximity = 1.0 / (1.0 + near / 4.0) if near is not None else 0.0
-                    score = 1.5 * fit + typed + 0.8 * proximity + 0.4 * strength[s.id] - 0.05 * sent.index
-                    if best is None or score > best[0]:
-                        best = (score, span, sent)
-        if best is None or best[0] < 0.6:
+        for sent in reached:
+            fit, hits = ask.fit(sent)
+            if ask.relation and not fit:
+                continue  # a sentence that shares no relation word with the question does not answer it
+            if anchorless and fit < 0.5:
+                continue  # nothing the question names is in memory: only a close paraphrase may answer
+            found = ask.best_span(sent, fit, hits, strength[sent.scene.id])
+            if found and (best is None or found[0] > best[0]):
+                best = (found[0], found[1], sent)
+        if (best is None or best[0] < MIN_SCORE) and embedder is not None and reached and not anchorless:
+            best = self._paraphrase(ask, reached, strength, embedder)
+        if best is None or best[0] < MIN_SCORE:
             return None
         _, span, sent = best
         answer = _extend_place(span, sent.text) if form.kind == "place" else span.text
         return Reading(answer.strip(" ,.;:"), self._evidence_chain(sent, sentences, parent))
+
+    def _paraphrase(self, ask: "_Asked", reached: list[_Sentence], strength: dict[str, float],
+                    embedder) -> tuple[float, Span, _Sentence] | None:
+        """When no sentence shares the question's words, the one closest in meaning may still say the answer
+        ("function problems can be recast as ..." for "How can function problems be restated?")."""
+        vectors = self._sentence_vectors(reached, embedder)
+        cosine = vectors @ embedder.embed_one(ask.question, role="query")
+        order = np.argsort(-cosine)[:PARAPHRASE_SENTENCES]
+        best = None
+        for i in order:
+            if cosine[i] < PARAPHRASE_MIN:
+                break
+            sent = reached[int(i)]
+            fit, hits = ask.fit(sent)
+            found = ask.best_span(sent, max(fit, float(cosine[i])), hits, strength[sent.scene.id])
+            if found and (best is None or found[0] > best[0]):
+                best = (found[0], found[1], sent)
+        return best
+
+    def _sentence_vectors(self, reached: list[_Sentence], embedder) -> np.ndarray:
+        """Sentence vectors, embedded once per scene and process (scenes never change under an id)."""
+        missing = list(dict.fromkeys(x.scene.id for x in reached if x.scene.id not in self._vectors))
+        if missing:
+            if len(self._vectors) > SENTENCE_CACHE:
+                self._vectors.clear()
+            texts = {sid: [x.text for x in reached if x.scene.id == sid] for sid in missing}
+            flat = embedder.embed([t for ts in texts.values() for t in ts], role="passage")
+            at = 0
+            for sid, ts in texts.items():
+                self._vectors[sid] = flat[at : at + len(ts)]
+                at += len(ts)
+        return np.stack([self._vectors[x.scene.id][x.index] for x in reached])
 
     def _evidence_chain(self, answer: _Sentence, sentences: dict[str, list[_Sentence]],
                         parent: dict) -> list[Evidence]:
@@ -356,6 +366,61 @@ class AnswerReader:
         closest = [Evidence(scene_id=s.id, title=s.title, text=(split_clauses(s.text) or [s.text])[0], hop=n + 1,
                             role="closest") for n, s in enumerate(scenes[:CLOSEST])]
         return Reading(self._abstain_text(form), closest, abstained=True)
+
+
+class _Asked:
+    """What one question looks for, ready to score sentences and their spans."""
+
+    def __init__(self, form: QuestionForm, question: str, q_entities: list[str]):
+        self.form, self.question = form, question
+        self.relation = _expand([w for w in form.relation if not any(w in e.split() for e in q_entities)])
+        self.focus = set(form.focus) & set(self.relation)
+        self.anchors = {_stem(w) for e in q_entities for w in e.split() if len(w) > 2}
+        self.q_norm = norm(question)
+        self.q_stems = _stems(_lower_words(question))
+        self.nationality = bool({"nationality", "национальность", "гражданство"} & set(form.relation))
+        self.lifetime = _lifetime(form)
+
+    def fit(self, sent: _Sentence) -> tuple[float, list[int]]:
+        """Share of the relation words the sentence carries (the answer's own relation counts double), and
+        the word positions to measure a span's distance from: focus words, else relation words, else names."""
+        stems = [_stem(w) for w in sent.words]
+        present = set(stems)
+        matched = sum(2.0 if w in self.focus else 1.0 for w, alts in self.relation.items() if alts & present)
+        focus_hits = [n for n, st in enumerate(stems)
+                      if any(st in alts for w, alts in self.relation.items() if w in self.focus)]
+        hits = [n for n, st in enumerate(stems) if any(st in alts for alts in self.relation.values())]
+        life = _life_span(sent.text) if self.lifetime else None
+        if life:  # "(May 10, 1890 – August 17, 1987)" states a birth and a death without the words
+            focus_hits.append(len(re.findall(r"\w+(?:[-'’]\w+)*", sent.text[: life[0]])))
+            matched += 2.0
+        fit = matched / max(len(self.relation) + len(self.focus), 1)
+        anchors = [n for n, st in enumerate(stems) if st in self.anchors]
+        return fit, focus_hits or hits or anchors
+
+    def best_span(self, sent: _Sentence, fit: float, hits: list[int], strength: float) -> tuple[float, Span] | None:
+        kind, best = self.form.kind, None
+        subject = set(_lower_words(re.sub(r"\(.*?\)", " ", sent.scene.title or "")))
+        life = _life_span(sent.text) if self.lifetime else None
+        spans = spans_of(sent.text)
+        for span in spans:
+            if _in_question(span.text, self.q_norm, self.q_stems):
+                continue
+            typed = _type_fit(kind, span, sent.text, self.nationality)
+            if typed <= -1:
+                continue
+            if life and span.kind == "date" and life[0] <= span.char < life[1]:
+                inside = [x for x in spans if x.kind == "date" and life[0] <= x.char < life[1]]
+                wanted = inside[-1] if self.lifetime == "died" and len(inside) > 1 else inside[0]
+                typed += 0.6 if span.char == wanted.char and (self.lifetime == "born" or len(inside) > 1) else -0.6
+            if subject and _lower_words(span.text) and set(_lower_words(span.text)) <= subject:
+                typed -= 0.8  # a scene's own subject is what the sentence says something about
+            near = min((abs(h - span.start) if h < span.start else abs(span.end - 1 - h) for h in hits), default=None)
+            proximity = 1.0 / (1.0 + near / 4.0) if near is not None else 0.0
+            score = 1.5 * fit + typed + 0.8 * proximity + 0.4 * strength - 0.05 * sent.index
+            if best is None or score > best[0]:
+                best = (score, span)
+        return best
 
 
 def _strengths(scenes: list[Recalled]) -> dict[str, float]:
