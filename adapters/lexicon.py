@@ -105,14 +105,25 @@ def lemma(word: str, proper: bool = False) -> str:
         return low
     best = parses[0]
     if not _morph().word_is_known(low):
-        # A word the dictionary lacks (mostly a foreign name) gets guessed paradigms; the shortest guessed
-        # noun form is the bare stem for the common masculine case («Карахана», «Карахан» -> карахан).
-        nouns = [p.normal_form for p in parses if p.tag.POS == "NOUN"] or [best.normal_form]
-        return min(nouns, key=len).replace("ё", "е")
+        # A word the dictionary lacks (mostly a foreign name): guessed paradigms disagree from form to form
+        # («Теслы» -> тесел, «Пристли» -> пристля), so every form is cut to one stem instead.
+        return _stem(low.replace("ё", "е"))
     if proper:  # a name: its proper reading, else a singular one («Ясной Поляне» -> поляна, not полянин)
         best = next((p for p in parses if _PROPER & p.tag.grammemes),
                     next((p for p in parses if p.tag.number == "sing"), best))
     return best.normal_form.replace("ё", "е")
+
+
+# Case endings of nouns and adjectives, longest first; what is left of an unknown name is its stem.
+_ENDINGS = sorted("""а я ы и е у ю о ой ей ом ем ью ами ями ах ях ов ев ам ям ого его ому ему ым им ую юю ая яя ое ее
+    ые ие ых их ыми ими ый ий""".split(), key=len, reverse=True)
+
+
+def _stem(word: str) -> str:
+    for ending in _ENDINGS:
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            return word[: -len(ending)]
+    return word
 
 
 def _is_known_common(word: str) -> bool:
@@ -332,6 +343,43 @@ def parse(text: str, title: str | None = None) -> Parse:
         entities=list(entities.values()),
         terms=list(terms.values()),
     )
+
+
+_CYR_TO_LATIN = str.maketrans({
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z", "и": "i", "й": "y",
+    "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t", "у": "u", "ф": "f",
+    "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "", "э": "e", "ю": "yu",
+    "я": "ya"})
+# Spellings that sound alike once transliterated: Panthers ~ Пэнтерс, Luther ~ Лютер, Broncos ~ Бронкос.
+_SOUND = [("ph", "f"), ("th", "t"), ("kh", "h"), ("ck", "k"), ("c", "k"), ("q", "k"), ("w", "v"), ("x", "ks"),
+          ("j", "dzh"), ("y", "i"), ("h", "")]
+
+
+def sound_key(word: str) -> str:
+    """A rough script-free spelling of a name: transliterated to Latin, alike-sounding letters merged."""
+    key = word.lower().translate(_CYR_TO_LATIN)
+    for a, b in _SOUND:
+        key = key.replace(a, b)
+    return re.sub(r"(.)\1+", r"\1", key)
+
+
+def names_across_scripts(text: str, name: str, threshold: float = 0.75) -> bool:
+    """Does `text` name `name` in the other script (Cyrillic for Latin or the reverse)?
+
+    A word of the name (4+ letters) and a word of the text written in the other script whose
+    sound keys are alike; what the same-script check (`norm`) cannot see across languages.
+    """
+    from difflib import SequenceMatcher
+
+    cyrillic_name = bool(_CYRILLIC.search(name))
+    others = {sound_key(w) for w in words(text) if len(w) >= 4 and bool(_CYRILLIC.search(w)) != cyrillic_name}
+    for part in words(name):
+        if len(part) < 4 or part.isdigit():
+            continue
+        key = sound_key(part)
+        if any(SequenceMatcher(None, key, other).ratio() >= threshold for other in others):
+            return True
+    return False
 
 
 def compose_scene(scene_id: str, parsed: Parse, title: str | None = None, meta: dict | None = None) -> Scene:

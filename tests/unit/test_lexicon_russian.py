@@ -63,3 +63,8 @@ def test_english_keys_are_untouched():
     assert norm("The Kremlin's walls") == "kremlin walls"
     assert terms_of(text) == ["kremlin", "walls", "built", "1495", "italian", "masters", "moscow"]
     assert capitalised_spans(text) == ["Kremlin's", "Italian", "Moscow"]
+
+
+def test_names_the_dictionary_lacks_are_cut_to_one_stem():
+    assert {norm(f) for f in ("Бронкос", "Бронкосу", "Бронкоса")} == {"бронкос"}
+    assert norm("Джеймсу Дьюару") == norm("Джеймс Дьюар")
