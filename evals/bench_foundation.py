@@ -28,14 +28,14 @@ from adapters.sources import read_sources
 from scenemind_data import DEMO_SCENES
 
 
-def ingest_ratio(corpus: str, data_dir: Path, repeats: int = 3) -> dict[str, float]:
+def ingest_ratio(corpus: str, data_dir: Path, repeats: int = 3, embedder_spec: str = "") -> dict[str, float]:
     """Median of `repeats` alternating runs of the raw embedder and of a full ingest into a fresh store.
 
     Alternating runs, and medians, because a shared 2-core machine drifts by +-20% between
     consecutive runs of the same work.
     """
     records = read_sources([corpus])
-    embedder = load_embedder()
+    embedder = load_embedder(embedder_spec) if embedder_spec else load_embedder()
     texts = [passage_text(r.title, r.text) for r in records]
     embedder.embed(texts[:32])  # warm both paths equally
     raw, full = [], []
@@ -59,11 +59,11 @@ def demo_questions(n: int) -> list[str]:
     return [f"Where was the director of the film {t} born?" for t in films[:n]]
 
 
-def ask_latency(data_dir: Path, questions: list[str]) -> dict[str, dict[str, float]]:
+def ask_latency(data_dir: Path, questions: list[str], embedder_spec: str = "") -> dict[str, dict[str, float]]:
     from graph import graph
     from state.context import Context
 
-    ctx = Context(data_dir=str(data_dir))
+    ctx = Context(data_dir=str(data_dir), **({"embedder": embedder_spec} if embedder_spec else {}))
     graph.invoke({"question": questions[0]}, context=ctx)  # warm-up: loads nothing new afterwards
     per_node: dict[str, list[float]] = defaultdict(list)
     for n, q in enumerate(questions, 1):

@@ -165,13 +165,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from scenemind_data import DEMO_QUESTION, DEMO_SCENES
+    from scenemind_data import DEMO_QUESTION, DEMO_QUESTIONS_RU, DEMO_SCENES, DEMO_SCENES_XQUAD
 
-    args.paths = [str(DEMO_SCENES)]
+    # English films and directors, and XQuAD paragraphs in Russian and English: one shared space.
+    args.paths = [str(DEMO_SCENES), str(DEMO_SCENES_XQUAD)]
     cmd_ingest(args)
-    args.question = args.question or DEMO_QUESTION
-    print(f"\nask: {args.question}\n")
-    return cmd_ask(args)
+    questions = [args.question] if args.question else [DEMO_QUESTION, *DEMO_QUESTIONS_RU]
+    for question in questions:
+        args.question = question
+        print(f"\nask: {question}\n")
+        code = cmd_ask(args)
+        if code:
+            return code
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -204,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     ask_options(ask)
     ask.set_defaults(func=cmd_ask)
 
-    demo = sub.add_parser("demo", help="ingest the bundled demo corpus and ask a two-hop question")
+    demo = sub.add_parser("demo", help="ingest the bundled demo corpus and ask a two-hop question and two in Russian")
     demo.add_argument("question", nargs="?")
     demo.add_argument("--quiet", action="store_true")
     ask_options(demo)

@@ -13,11 +13,13 @@ Only candidates (dense hits, the best lexical and the best spread scenes) are sc
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import numpy as np
 from langgraph.runtime import Runtime
 
+from adapters.coupling_index import CouplingGraph
 from adapters.lexicon import terms_of
 from adapters.memory import Memory
 from nodes.resources import emit, memory, settings, unit
@@ -26,6 +28,7 @@ from state.models import Recalled
 from state.thinking import ThinkingState
 
 KEEP = 24  # scenes one resonance hands to the field: enough for recall@10 after merging
+LEXICAL_FULL_COVERAGE = 0.5  # same-language questions reach it even with a few words memory lacks
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -46,11 +49,15 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
     graph = mem.couplings.graph()
     cosine = dict(mem.store.nearest_ids(vector, ctx.dense_k))
     mean, std = graph.dense_moments(vector)
+    terms = terms_of(text)
+    trust = lexical_trust(graph, terms)
+    entities = {e: w * trust for e, w in entities.items()} if trust < 1.0 else entities
     lexical = np.zeros(graph.n)
     if ctx.bm25_weight:
-        lexical += ctx.bm25_weight * _z(graph.bm25(terms_of(text)))
+        lexical += ctx.bm25_weight * _z(graph.bm25(terms))
     if ctx.title_weight or ctx.mention_weight:
         lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
+    lexical *= trust
     _add_cosines(mem, [graph.ids[p] for p in _top(lexical, ctx.lexical_k)], cosine, vector)  # none when all 0
 
     def seed(sid: str) -> float:
@@ -74,6 +81,23 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
     kept = mem.scenes(best)
     return {sid: Recalled(id=sid, text=kept[sid].text, title=kept[sid].title, dense=round(cosine[sid], 6),
                           score=round(score[sid] + offset, 6), via=via, depth=depth) for sid in best if sid in kept}
+
+
+def lexical_trust(graph: CouplingGraph, terms: list[str]) -> float:
+    """How far the query's words are memory's words: the IDF-weighted share of its terms the index
+    knows, full trust from LEXICAL_FULL_COVERAGE up.
+
+    A question in another language than the memory shares only numbers and a few names with
+    it; BM25 and entity matches resting on those few words would drown the cross-lingual
+    dense evidence, so they count in proportion.
+    """
+    unique = set(terms)
+    if not unique or not graph.n:
+        return 1.0
+    unseen = math.log(1 + (graph.n + 0.5) / 0.5)  # a term in no scene has the highest IDF
+    known = sum(float(graph.term_idf[graph.term_id[t]]) for t in unique if t in graph.term_id)
+    total = known + unseen * sum(1 for t in unique if t not in graph.term_id)
+    return min(1.0, known / total / LEXICAL_FULL_COVERAGE) if total > 0 else 1.0
 
 
 def _add_cosines(mem: Memory, ids: list[str], cosine: dict[str, float], vector: np.ndarray) -> None:
