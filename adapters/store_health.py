@@ -139,11 +139,12 @@ def _aside(path: Path) -> Path:
     return target
 
 
-def _reset_chroma_cache() -> None:
-    """Forget open embedded clients: after files were moved, a new client must read them afresh."""
+def _reset_chroma_cache(chroma_dir: Path) -> None:
+    """Forget this folder's open embedded client: after files were moved, a new client must read them afresh."""
     from chromadb.api.client import SharedSystemClient
 
-    SharedSystemClient.clear_system_cache()
+    SharedSystemClient._identifier_to_system.pop(str(chroma_dir), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(chroma_dir), None)
 
 
 def _vector_segment(chroma_dir: Path, collection_id: str) -> Path | None:
@@ -179,7 +180,7 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
                 raise
             say(f"the Chroma store at {chroma_dir} cannot be opened: moving it aside")
             report.moved_aside.append(str(_aside(chroma_dir)))
-            _reset_chroma_cache()
+            _reset_chroma_cache(chroma_dir)
             store = open_store()
         store.finish_rebuild()
         try:
@@ -190,7 +191,7 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
                 raise
             say(f"the vector index {segment} cannot be loaded: moving it aside, vectors are re-embedded")
             report.moved_aside.append(str(_aside(segment)))
-            _reset_chroma_cache()
+            _reset_chroma_cache(chroma_dir)
             store = open_store()
             ids = store.all_ids()
         items, reembedded = _scene_items(store, ids, embedder, say)
