@@ -180,6 +180,7 @@ class AnswerReader:
                  sentences: dict[str, list[_Sentence]], hops: dict[str, int], parent: dict,
                  embedder=None) -> Reading | None:
         ask = _Asked(form, question, q_entities)
+        ask.bridges = {a for s in scenes if hops.get(s.id, 0) > 1 and s.title for a in title_aliases(s.title)}
         anchorless = not any(h > 1 for h in hops.values()) and not any(
             self._mentions(s, q_entities) or (s.title and set(title_aliases(s.title)) & set(q_entities))
             for s in scenes)
@@ -315,8 +316,8 @@ class AnswerReader:
             return Reading(_as_named(pick[0], pick[1]), evidence)
         if len(valued) == 1 and form.order == "min" and set(form.focus) & {"died", "умер"}:
             return Reading(_as_named(valued[0][0], valued[0][1]), evidence)  # the others have no death: alive
-        if valued and form.attribute not in ("date", "number"):
-            return Reading(_as_named(valued[0][0], valued[0][1]), evidence)
+        if form.attribute not in ("date", "number"):
+            return self._choose_by_words(form, found, sentences)
         present = [(o, c) for o, c, _ in found if c]
         if not present:
             return None
@@ -325,6 +326,22 @@ class AnswerReader:
         return Reading(_as_named(option, chain), evidence or [
             Evidence(scene_id=c[0].id, title=c[0].title, text=sentences[c[0].id][0].text, hop=n + 1, role="option")
             for n, (_, c) in enumerate(present)])
+
+    def _choose_by_words(self, form: QuestionForm, found: list, sentences: dict) -> Reading | None:
+        """"Which singer is American, A or B?": the item whose scene carries the asked-about words."""
+        asked = _expand([w for w in form.relation if w not in _lower_words(" ".join(form.options))])
+        scored = []
+        for option, chain, _ in found:
+            if not chain:
+                continue
+            best = max(sentences[chain[0].id][:3], key=lambda x: sum(1 for a in asked.values() if a & _stems(x.words)))
+            scored.append((sum(1 for a in asked.values() if a & _stems(best.words)), chain[0].score, option, chain, best))
+        if not scored:
+            return None
+        _, _, option, chain, best = max(scored, key=lambda x: (x[0], x[1]))
+        return Reading(_as_named(option, chain), [Evidence(scene_id=x[4].scene.id, title=x[4].scene.title,
+                                                           text=x[4].text, hop=n + 1, role="option")
+                                                  for n, x in enumerate(scored)])
 
     def _yes_no(self, form: QuestionForm, question: str, scenes: list[Recalled], sentences: dict, hops: dict,
                 graph) -> Reading | None:
@@ -380,6 +397,7 @@ class _Asked:
         self.q_stems = _stems(_lower_words(question))
         self.nationality = bool({"nationality", "национальность", "гражданство"} & set(form.relation))
         self.lifetime = _lifetime(form)
+        self.bridges: set[str] = set()  # names of scenes the chain reaches past the first hop
 
     def fit(self, sent: _Sentence) -> tuple[float, list[int]]:
         """Share of the relation words the sentence carries (the answer's own relation counts double), and
@@ -400,6 +418,7 @@ class _Asked:
 
     def best_span(self, sent: _Sentence, fit: float, hits: list[int], strength: float) -> tuple[float, Span] | None:
         kind, best = self.form.kind, None
+        focused = any(alts & _stems(sent.words) for w, alts in self.relation.items() if w in self.focus)
         subject = set(_lower_words(re.sub(r"\(.*?\)", " ", sent.scene.title or "")))
         life = _life_span(sent.text) if self.lifetime else None
         spans = spans_of(sent.text)
@@ -415,6 +434,8 @@ class _Asked:
                 typed += 0.6 if span.char == wanted.char and (self.lifetime == "born" or len(inside) > 1) else -0.6
             if subject and _lower_words(span.text) and set(_lower_words(span.text)) <= subject:
                 typed -= 0.8  # a scene's own subject is what the sentence says something about
+            if self.focus and not focused and norm(span.text) in self.bridges:
+                typed -= 0.6  # it names the next hop, and the answer's relation lies further along the chain
             near = min((abs(h - span.start) if h < span.start else abs(span.end - 1 - h) for h in hits), default=None)
             proximity = 1.0 / (1.0 + near / 4.0) if near is not None else 0.0
             score = 1.5 * fit + typed + 0.8 * proximity + 0.4 * strength - 0.05 * sent.index

@@ -82,6 +82,14 @@ def options_of(question: str) -> list[str]:
                   r"larger|smaller)\b.*)?$", q, flags=re.IGNORECASE)
     if m and m.group(1)[:1].isupper() and m.group(2)[:1].isupper():
         return [m.group(1).strip(" \"'«»"), m.group(2).strip(" \"'«»")]
+    # "Which band was formed first The Exies or Circus Diablo", "Between A and B, which ..."
+    m = re.search(r"\b(?:first|earlier|later|older|younger|more|less|larger|smaller|longer|раньше|позже)\s+"
+                  r"(?:the\s+)?([A-ZА-ЯЁ\"«].+?)\s+(?:or|или)\s+(.+)$", q)
+    if m and len(m.group(1)) < 120:
+        return [m.group(1).strip(" \"'«»"), m.group(2).strip(" \"'«»")]
+    m = re.search(r"^(?:between|из|между)\s+(.+?)\s+(?:and|и)\s+(.+?),", q, flags=re.IGNORECASE)
+    if m:
+        return [m.group(1).strip(" \"'«»"), m.group(2).strip(" \"'«»")]
     # "Are A and B both ...", "Do both films A and B have ...", "Являются ли A и B ..."
     m = re.search(r"^(?:are|were|is|was|do|does|did|have|has|являются ли|были ли|это)\s+(?:both\s+)?"
                   r"(?:(?:the\s+)?(?:films?|movies?|bands?|magazines?|people|men|women)\s+)?(.+?)\s+(?:and|и)\s+"
@@ -115,7 +123,7 @@ def _kind(q: str, words: list[str], language: str, options: list[str]) -> Answer
         return "choice"
     if first in _AUX_EN and not re.search(r"\b(who|what|which|where|when|how)\b", head):
         return "yesno"
-    if options and re.search(r"\bor\b", q.lower()):
+    if options and re.search(r"\bor\b|^between\b", q.lower()):
         return "choice"
     if re.search(r"\b(what|which) (year|date|day|month|century|decade)\b|\bwhen\b|\bhow long ago\b", q.lower()):
         return "date"
@@ -205,9 +213,19 @@ def _focus(question: str, relation: list[str]) -> list[str]:
         if noun in _SLOT_NOUNS and after in relation:
             out.append(after)  # "place of birth" -> birth
     last = re.search(r"(\w+)$", q)
-    if last and last.group(1) in relation and last.group(1)[:1].islower():
+    if last and last.group(1) in relation and last.group(1)[:1].islower() and last.group(1) not in _CLASS_NOUNS:
         out.append(last.group(1))  # "... born", "... die", "... founded"
+    # "... founded by whom?", "... was written by who?", "... based in what state?": the verb before the slot.
+    tail = re.search(r"(\w+)\s+(?:by|in|of|on|at|from|to|with|for|into|as)?\s*(?:who|whom|what|which|when|where|"
+                     r"кто|кем|кого|где|когда)(?:\s+\w+)?\W*$", q, flags=re.IGNORECASE)
+    if tail and tail.group(1).lower() in relation:
+        out.append(tail.group(1).lower())
     return list(dict.fromkeys(out))
+
+
+_CLASS_NOUNS = {"city", "state", "country", "person", "man", "woman", "place", "town", "film", "movie", "band",
+                "group", "team", "company", "year", "name", "part", "area", "region", "body", "one", "thing",
+                "город", "страна", "человек", "место", "фильм", "группа", "год", "часть"}
 
 
 _QUESTION_WORDS = {"who", "whom", "whose", "what", "which", "where", "when", "why", "how", "many", "much",
