@@ -37,6 +37,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     took = time.perf_counter() - start
     print(f"{report.records} records: {report.added} added, {report.already_present} already present "
           f"-> {report.scenes} scenes, {report.couplings} couplings in {ctx.data_dir} ({took:.1f}s)")
+    if report.rewritten:
+        print(f"  {report.rewritten} of them were stored but their vectors did not read back: written again")
+    if report.kept_stored:
+        print(f"  {report.kept_stored} ids were already stored with another text: the stored text was kept")
     return 0
 
 
@@ -156,11 +160,14 @@ def format_answer(answer: str, evidence: list) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from adapters.memory import open_memory
+    from adapters.memory import store_stats
 
     ctx = _context(args)
-    stats = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url).stats()
+    stats = store_stats(ctx.data_dir, ctx.embedder, store_url=ctx.store_url)
     print(json.dumps(stats, indent=2))
+    if "problem" in stats:  # the numbers are shown; the disagreement is one line on stderr, exit 1
+        print(f"scenemind: warning: {stats['problem']}", file=sys.stderr)
+        return 1
     return 0
 
 
