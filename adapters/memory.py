@@ -57,7 +57,8 @@ def passage_text(title: str | None, text: str) -> str:
 
 
 class Memory:
-    def __init__(self, data_dir: str, embedder: Embedder, store_url: str = "", create: bool = False):
+    def __init__(self, data_dir: str, embedder: Embedder, store_url: str = "", create: bool = False,
+                 verify: bool = True):
         self.data_dir = Path(data_dir)
         self.embedder = embedder
         self.store_url = store_url
@@ -70,7 +71,7 @@ class Memory:
         self._write_lock = threading.Lock()
         self._entity_vectors: dict[str, np.ndarray] = {}
         self._scene_cache: dict[str, CachedScene] = {}
-        if not create:
+        if not create and verify:
             self.check_agreement()
 
     def check_agreement(self) -> None:
@@ -197,8 +198,9 @@ _open: dict[tuple[str, str, str], Memory] = {}
 _open_lock = threading.Lock()
 
 
-def open_memory(data_dir: str, embedder: str, store_url: str = "", create: bool = False) -> Memory:
-    """The process-wide Memory for these settings (built on first use)."""
+def open_memory(data_dir: str, embedder: str, store_url: str = "", create: bool = False,
+                verify: bool = True) -> Memory:
+    """The process-wide Memory for these settings (built on first use; `verify=False` opens a half store too)."""
     key = (str(Path(data_dir).resolve()), store_url, embedder)
     if not create and not store_url and not Path(data_dir).exists():
         # Fail before loading any model: a missing store is a one-line answer, not a 10 s wait.
@@ -206,5 +208,16 @@ def open_memory(data_dir: str, embedder: str, store_url: str = "", create: bool 
                                "or point SCENEMIND_DATA_DIR at an existing store")
     with _open_lock:
         if key not in _open:
-            _open[key] = Memory(data_dir, load_embedder(embedder), store_url=store_url, create=create)
+            _open[key] = Memory(data_dir, load_embedder(embedder), store_url=store_url, create=create, verify=verify)
         return _open[key]
+
+
+def store_stats(data_dir: str, embedder: str, store_url: str = "") -> dict[str, object]:
+    """What the store holds, even when it is half a store (then `problem` says so and names the repair)."""
+    mem = open_memory(data_dir, embedder, store_url=store_url, verify=False)
+    stats = mem.stats()
+    try:
+        mem.check_agreement()
+    except (StoreDamaged, StoreUnavailable) as exc:
+        stats["problem"] = str(exc)
+    return stats
