@@ -270,3 +270,15 @@ def test_a_store_server_that_dies_is_named_with_what_was_committed(tmp_path, emb
         mem.ingest(records[20:60])
     with pytest.raises(StoreUnavailable, match="stopped answering"):
         mem.dense(embedder.embed(["a lighthouse"]), 3)
+
+
+# --- 8. a bad turn does not end the conversation -------------------------------------------------
+def test_chat_survives_a_question_that_is_not_utf8(store_copy):
+    proc = subprocess.run([SCENEMIND, "--data-dir", str(store_copy), "chat", "--thread", "t", "--json"],
+                          input=b"Teutberga \xff\n" + QUESTION.encode() + b"\n", capture_output=True, timeout=300,
+                          env=_env())
+    err = proc.stderr.decode("utf-8", "replace")
+    assert "not valid UTF-8" in err and "Traceback" not in err, err[-2000:]
+    turns = [json.loads(line) for line in proc.stdout.decode().splitlines() if line.startswith("{")]
+    assert [t["question"] for t in turns] == [QUESTION] and turns[0]["answer"], proc.stdout[-2000:]
+    assert proc.returncode == 2  # a turn failed; the next one was still answered
