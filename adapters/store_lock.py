@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from state.errors import StoreBusy
+from state.errors import StoreBusy, StoreUnavailable
 
 LOCK_NAME = "write.lock"
 RETRY_S = 0.05
@@ -77,8 +77,12 @@ class WriterLock:
             return ""
 
     def _acquire(self, what: str, wait_s: float) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write {self.path} ({exc.strerror}), so this {what} cannot start: "
+                                   f"make {self.path.parent} writable (or write to another data dir)") from None
         deadline = time.monotonic() + max(wait_s, 0.5)  # a reader's momentary probe must not look like a writer
         while True:
             try:
