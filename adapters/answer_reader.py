@@ -366,9 +366,13 @@ class AnswerReader:
             return None
         evidence, verdicts = [], []
         for n, chain in enumerate(chains):
-            best = max((x for s in chain[:1] for x in sentences[s.id]),
-                       key=lambda x: sum(1 for alts in asked.values() if alts & _stems(x.words)))
-            carried = sum(1 for alts in asked.values() if alts & _stems(best.words))
+            title = _stems(_lower_words(chain[0].title or ""))  # "Medici (board game)" says what it is
+
+            def carried_by(x: _Sentence) -> int:
+                return sum(1 for alts in asked.values() if alts & (_stems(x.words) | title))
+
+            best = max((x for s in chain[:1] for x in sentences[s.id]), key=carried_by)
+            carried = carried_by(best)
             verdicts.append(carried / len(asked) >= 0.5)
             evidence.append(Evidence(scene_id=best.scene.id, title=best.scene.title, text=best.text, hop=n + 1,
                                      role="option"))

@@ -39,8 +39,8 @@ _NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
                  "один": 1, "одна": 1, "два": 2, "две": 2, "три": 3, "четыре": 4, "пять": 5, "шесть": 6, "семь": 7,
                  "восемь": 8, "девять": 9, "десять": 10, "дважды": 2, "трижды": 3}
 _SCALE = r"(?:\s+(?:million|billion|trillion|thousand|hundred|млн|млрд|тыс\.?|миллиона|миллионов|миллиард\w*|тысяч\w*))?"
-_UNIT = (r"(?:\s*(?:%|percent|per cent|процент\w*|km|kilometres|kilometers|miles|metres|meters|feet|ft|m|kg|"
-         r"people|inhabitants|residents|жителей|человек|км|метров|м))?")
+_UNIT = (r"(?:\s*%|\s*(?:percent|per cent|процент\w*|km|kilometres|kilometers|miles|metres|meters|feet|ft|m|kg|"
+         r"people|inhabitants|residents|жителей|человек|км|метров|м)\b)?")
 _NUMBER = re.compile(
     rf"(?:[$€£]\s*)?\b\d{{1,3}}(?:[,\s]\d{{3}})+(?:\.\d+)?{_SCALE}{_UNIT}"
     rf"|(?:[$€£]\s*)?\b\d+(?:[.,]\d+)?{_SCALE}{_UNIT}"

@@ -31,6 +31,8 @@ RELATION_SYNONYMS = {
     "composer": ("composed", "composer", "music"), "author": ("written", "wrote", "author", "novel"),
     "wrote": ("written", "wrote", "author"), "written": ("written", "wrote", "author"),
     "mother": ("mother", "son", "daughter", "child", "parents"), "father": ("father", "son", "daughter", "child", "parents"),
+    "old": ("age", "aged", "old", "years"), "age": ("age", "aged", "old"), "population": ("population", "inhabitants",
+                                                                                     "residents", "people"),
     "child": ("son", "daughter", "child", "children"), "son": ("son", "child"), "daughter": ("daughter", "child"),
     "родился": ("родил", "рожд"), "родилась": ("родил", "рожд"), "рождения": ("родил", "рожд"),
     "умер": ("умер", "смерт", "скончал"), "умерла": ("умер", "смерт", "скончал"), "смерти": ("умер", "смерт"),
@@ -96,8 +98,20 @@ def options_of(question: str) -> list[str]:
                   r"(.+?)\s+(?:both|each|the same|from|located|of|have|had|in|являются|были|из|родом)\b",
                   q, flags=re.IGNORECASE)
     if m:
-        return [m.group(1).strip(" ,\"'«»"), m.group(2).strip(" ,\"'«»")]
+        return [_named_prefix(m.group(1).strip(" ,\"'«»")), _named_prefix(m.group(2).strip(" ,\"'«»"))]
     return []
+
+
+def _named_prefix(text: str) -> str:
+    """'Jung Eun-ji members' -> 'Jung Eun-ji': a name ends where its capitalised words (and connectors) do."""
+    words = text.split()
+    keep = 1
+    for n, w in enumerate(words[1:], 1):
+        if w[:1].isupper() or w[:1].isdigit() or w.lower() in ("of", "the", "and", "de", "von", "van", "и"):
+            keep = n + 1
+        else:
+            break
+    return " ".join(words[:keep])
 
 
 def _kind(q: str, words: list[str], language: str, options: list[str]) -> AnswerKind:
@@ -174,7 +188,7 @@ def form_of(question: str) -> QuestionForm:
     relation = [w for w in words if not is_stop(w) and len(w) > 2 and w not in _QUESTION_WORDS]
     order: Order = _order(words) if kind == "choice" else ""
     if kind == "yesno":
-        order = "same" if re.search(r"\b(same|both|also|тот же|той же|одной|одного|оба|обе)\b", q.lower()) else ""
+        order = "same" if re.search(r"\b(same|тот же|той же|одной|одного|одном)\b", q.lower()) else ""
     return QuestionForm(kind=kind, language=language, relation=relation, options=options, order=order,
                         attribute=_attribute(words, kind) if kind in ("choice", "yesno") else "",
                         focus=_attribute_verbs(words) if kind == "choice" else _focus(q, relation))
