@@ -464,6 +464,17 @@ def _in_question(span: str, q_norm: str, q_stems: set[str]) -> bool:
     return bool(words) and all(_stem(w) in q_stems for w in words)
 
 
+# Head words that make a capitalised name an institution, a work, an event or a place rather than a person.
+_THING_HEADS = {"festival", "award", "awards", "prize", "university", "college", "school", "academy", "institute",
+                "church", "cathedral", "company", "corporation", "inc", "ltd", "records", "studios", "pictures",
+                "film", "films", "league", "club", "association", "society", "party", "army", "navy", "war", "battle",
+                "river", "lake", "mountain", "mountains", "island", "islands", "street", "road", "bridge", "station",
+                "airport", "park", "museum", "hospital", "theatre", "theater", "hall", "house", "palace", "castle",
+                "county", "city", "state", "province", "district", "kingdom", "empire", "republic", "dynasty",
+                "series", "show", "album", "song", "novel", "magazine", "newspaper", "network", "channel", "team",
+                "championship", "cup", "games", "olympics", "council", "parliament", "court", "committee", "order",
+                "университет", "институт", "школа", "академия", "премия", "фестиваль", "компания", "партия",
+                "река", "озеро", "улица", "город", "область", "империя", "война"}
 _DEMONYM = re.compile(r"^[A-ZА-ЯЁ][a-zа-яё]+(?:an|ian|ese|ish|ch|ic|i|ский|ская|ское|цы|ец)$")
 
 
@@ -495,6 +506,8 @@ def _type_fit(kind: str, span: Span, sentence: str, nationality: bool = False) -
     if kind == "person":
         if span.kind != "name":
             return -1.0
+        if span.text.split()[-1].lower() in _THING_HEADS:
+            return 0.1  # "Berlin International Film Festival" names an institution or a thing, not a person
         return 0.4 if cue in _PLACE_CUES else (1.0 if len(span.text.split()) >= 2 or cue in _PERSON_CUES else 0.7)
     return 0.6 if span.kind == "name" else 0.2  # "what"/"which": a name first, a phrase when no name fits
 

@@ -33,6 +33,8 @@ RELATION_SYNONYMS = {
     "mother": ("mother", "son", "daughter", "child", "parents"), "father": ("father", "son", "daughter", "child", "parents"),
     "old": ("age", "aged", "old", "years"), "age": ("age", "aged", "old"), "population": ("population", "inhabitants",
                                                                                      "residents", "people"),
+    "grandfather": ("grandson", "granddaughter", "grandfather", "grandchild"),
+    "grandmother": ("grandson", "granddaughter", "grandmother", "grandchild"),
     "child": ("son", "daughter", "child", "children"), "son": ("son", "child"), "daughter": ("daughter", "child"),
     "родился": ("родил", "рожд"), "родилась": ("родил", "рожд"), "рождения": ("родил", "рожд"),
     "умер": ("умер", "смерт", "скончал"), "умерла": ("умер", "смерт", "скончал"), "смерти": ("умер", "смерт"),
