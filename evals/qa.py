@@ -16,7 +16,8 @@ Reported, overall and by question type (the file's `type`, else the hop count):
   supporting facts `[title, sentence index]` where the file has them (an evidence sentence
   counts when its title matches and it holds, or is held by, a gold sentence);
 - `passage_recall`: gold passages among the evidence's scenes;
-- `abstained`: answers that say the answer is not in memory; latency p50/p95 of a whole run.
+- `abstained`: answers that say the answer is not in memory; latency p50/p95 of a whole run
+  and of the decode node alone (what the answer reader adds to an ask).
 All figures are percentages except latency.
 """
 
@@ -121,7 +122,12 @@ def score_item(item: dict[str, Any], out: dict[str, Any], passage_ids: dict[str,
     return row
 
 
-def summarise(rows: list[dict[str, Any]], latencies: list[float]) -> dict[str, Any]:
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    return {"p50": round(1000 * float(np.percentile(seconds, 50)), 1),
+            "p95": round(1000 * float(np.percentile(seconds, 95)), 1)} if seconds else {"p50": 0.0, "p95": 0.0}
+
+
+def summarise(rows: list[dict[str, Any]], latencies: list[float], decoding: list[float]) -> dict[str, Any]:
     def block(group: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"n": len(group)}
         for key in ("em", "f1", "evidence_precision", "evidence_recall", "passage_recall", "abstained"):
@@ -132,8 +138,7 @@ def summarise(rows: list[dict[str, Any]], latencies: list[float]) -> dict[str, A
     by_type: dict[str, list] = collections.defaultdict(list)
     for r in rows:
         by_type[r["type"]].append(r)
-    return {**block(rows), "latency_ms": {"p50": round(1000 * float(np.percentile(latencies, 50)), 1),
-                                          "p95": round(1000 * float(np.percentile(latencies, 95)), 1)},
+    return {**block(rows), "latency_ms": _percentiles(latencies), "decode_ms": _percentiles(decoding),
             "by_type": {t: block(g) for t, g in sorted(by_type.items())}}
 
 
@@ -146,10 +151,18 @@ def evaluate(items: list[dict[str, Any]], corpus: list[tuple[str, str]], embedde
     data_dir, ids = build_store(corpus, embedder, cache)
     graph = build_graph()  # the whole graph, default decoder; write_back stays off: the store stays clean
     ctx = Context(data_dir=data_dir, embedder=embedder, write_back=False)
-    rows, latencies = [], []
+    rows, latencies, decoding = [], [], []
     for n, item in enumerate(items, 1):
-        start = time.perf_counter()
-        out = graph.invoke({"question": item["question"]}, context=ctx)
+        start = last = time.perf_counter()
+        out: dict[str, Any] = {}
+        for mode, chunk in graph.stream({"question": item["question"]}, context=ctx, stream_mode=["updates", "values"]):
+            if mode == "values":
+                out = chunk
+                continue
+            now = time.perf_counter()
+            if "decode" in chunk:  # an update arrives when its node ends: decode ran since the previous one
+                decoding.append(now - last)
+            last = now
         latencies.append(time.perf_counter() - start)
         rows.append(score_item(item, out, ids))
         if verbose:
@@ -158,7 +171,7 @@ def evaluate(items: list[dict[str, Any]], corpus: list[tuple[str, str]], embedde
                   file=sys.stderr)
         print(f"\rqa {n}/{len(items)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return summarise(rows, latencies), rows
+    return summarise(rows, latencies, decoding), rows
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -170,7 +183,8 @@ def print_table(summary: dict[str, Any]) -> None:
     for name, b in [("all", summary), *summary["by_type"].items()]:
         print(f"| {name} | {b['n']} | {cell(b['em'])} | {cell(b['f1'])} | {cell(b['evidence_precision'])} | "
               f"{cell(b['evidence_recall'])} | {cell(b['passage_recall'])} | {cell(b['abstained'])} |")
-    print(f"latency p50 {summary['latency_ms']['p50']:.0f} ms, p95 {summary['latency_ms']['p95']:.0f} ms")
+    print(f"latency p50 {summary['latency_ms']['p50']:.0f} ms, p95 {summary['latency_ms']['p95']:.0f} ms; "
+          f"decode p50 {summary['decode_ms']['p50']:.0f} ms, p95 {summary['decode_ms']['p95']:.0f} ms")
 
 
 def report(records: Path = RECORDS, results: Path = RESULTS) -> str:
@@ -184,7 +198,7 @@ def report(records: Path = RECORDS, results: Path = RESULTS) -> str:
              "graph per question, nothing written back. Commands:", "", "```"]
     lines += [r["command"] for r in runs]
     lines += ["python -m evals.qa --report", "```", "",
-              "| set | n | EM | F1 | evidence P | evidence R | passage R | abstained | p50 ms | p95 ms |",
+              "| set | n | EM | F1 | evidence P | evidence R | passage R | abstained | ask p50 / p95 ms | decode p50 / p95 ms |",
               "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(v):
@@ -194,7 +208,8 @@ def report(records: Path = RECORDS, results: Path = RESULTS) -> str:
         s = r["summary"]
         lines.append(f"| {r['name']} | {s['n']} | {cell(s['em'])} | {cell(s['f1'])} | {cell(s['evidence_precision'])} "
                      f"| {cell(s['evidence_recall'])} | {cell(s['passage_recall'])} | {cell(s['abstained'])} | "
-                     f"{s['latency_ms']['p50']:.0f} | {s['latency_ms']['p95']:.0f} |")
+                     f"{s['latency_ms']['p50']:.0f} / {s['latency_ms']['p95']:.0f} | "
+                     f"{s['decode_ms']['p50']:.0f} / {s['decode_ms']['p95']:.0f} |")
     lines += ["", "By question type (F1 / evidence P / evidence R):", ""]
     for r in runs:
         parts = [f"{t} (n={b['n']}) {cell(b['f1'])} / {cell(b['evidence_precision'])} / {cell(b['evidence_recall'])}"

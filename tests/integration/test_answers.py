@@ -45,6 +45,7 @@ def test_qa_eval_reports_its_shape_on_a_slice(tmp_path):
     assert set(report["by_type"]) == {"compositional", "comparison", "bridge_comparison", "inference"}
     assert sum(b["n"] for b in report["by_type"].values()) == 10
     assert report["latency_ms"]["p95"] >= report["latency_ms"]["p50"] > 0
+    assert report["latency_ms"]["p50"] > report["decode_ms"]["p50"] > 0
     # The eval asks read-only: its cached store holds no formula, field or crystal afterwards.
     from adapters.memory import open_memory
 
