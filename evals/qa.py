@@ -16,9 +16,11 @@ Reported, overall and by question type (the file's `type`, else the hop count):
   supporting facts `[title, sentence index]` where the file has them (an evidence sentence
   counts when its title matches and it holds, or is held by, a gold sentence);
 - `passage_recall`: gold passages among the evidence's scenes;
-- `abstained`: answers that say the answer is not in memory; latency p50/p95 of a whole run
+- `abstained`: answers that say the answer is not in memory (or hold no evidence); latency p50/p95 of a whole run
   and of the decode node alone (what the answer reader adds to an ask).
-All figures are percentages except latency.
+All figures are percentages except latency. On a build from before answers carried evidence,
+the sentences its answer quotes ("text [scene id]") are read as its evidence: that is how the
+baseline in RESULTS.md (the three quoted sentences) was measured.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import string
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -99,10 +102,18 @@ def _same_sentence(said: str, gold: str) -> bool:
     return bool(a and b) and (a in b or b in a)
 
 
+def quoted_evidence(out: dict[str, Any]) -> list[SimpleNamespace]:
+    """The evidence of a build from before `evidence` existed: each sentence its answer quoted, "text [id]"."""
+    active = out.get("active", {})
+    return [SimpleNamespace(scene_id=sid, title=active[sid].title if sid in active else None, text=text.strip(),
+                            role="answer")
+            for text, sid in re.findall(r"(.+?)\s*\[([^\[\]\s]+)\]\s*", out.get("answer", ""))]
+
+
 def score_item(item: dict[str, Any], out: dict[str, Any], passage_ids: dict[str, str]) -> dict[str, Any]:
     answers = [a for a in item["answers"] if a] or [""]
     answer = out.get("answer", "")
-    evidence = out.get("evidence", [])
+    evidence = out["evidence"] if "evidence" in out else quoted_evidence(out)
     row: dict[str, Any] = {
         "id": item["id"], "type": item["type"], "question": item["question"], "answer": answer,
         "gold": answers[0], "em": max(float(normalize(answer) == normalize(g)) for g in answers),
