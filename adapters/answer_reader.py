@@ -75,7 +75,7 @@ def _lower_words(text: str) -> list[str]:
 
 
 class AnswerReader:
-    """Reads the field for a short answer; one per process (it keeps nothing between questions)."""
+    """Reads the field for a short answer; one per process (it keeps only sentence vectors between questions)."""
 
     name = "extractive"
 
@@ -98,9 +98,9 @@ class AnswerReader:
                             enumerate(split_clauses(s.text) or [s.text])] for s in scenes}
         hops, parent = self._chain(scenes, q_entities, graph)
         if form.kind == "choice" and form.options:
-            reading = self._choose(form, scenes, sentences, hops, parent, graph)
+            reading = self._choose(form, scenes, sentences)
         elif form.kind == "yesno":
-            reading = self._yes_no(form, question, scenes, sentences, hops, graph)
+            reading = self._yes_no(form, scenes, sentences, hops)
         else:
             reading = self._extract(form, question, q_entities, scenes, sentences, hops, parent, embedder)
         return reading or self._abstain(form, scenes)
@@ -251,7 +251,7 @@ class AnswerReader:
                          role="answer" if x is answer else "bridge") for n, x in enumerate(chain)]
 
     # --- comparisons ---------------------------------------------------------------------
-    def _option_scenes(self, option: str, scenes: list[Recalled], hops: dict, graph) -> list[Recalled]:
+    def _option_scenes(self, option: str, scenes: list[Recalled]) -> list[Recalled]:
         """The scene an option names (titled by it first, else mentioning it), then the scenes it bridges to."""
         key = norm(option)
         titled = [s for s in scenes if s.title and key in title_aliases(s.title)]
@@ -267,7 +267,7 @@ class AnswerReader:
                 out.append(s)
         return out
 
-    def _attribute(self, form: QuestionForm, option: str, chain: list[Recalled],
+    def _attribute(self, form: QuestionForm, chain: list[Recalled],
                    sentences: dict[str, list[_Sentence]]) -> tuple[object, _Sentence] | None:
         """The compared attribute's value for one item, with the sentence that states it."""
         relation = _expand([w for w in form.relation if w not in _lower_words(" ".join(form.options))])
@@ -280,8 +280,7 @@ class AnswerReader:
                 matched = sum(1 for alts in relation.values() if alts & stems)
                 # The dated event ("born", "died") decides whose date it is: the film's or its director's.
                 dated = sum(1 for alts in events.values() if alts & stems) + (
-                    0.8 if events and _life_span(sent.text) and (set(events) & {"born", "died", "родил", "умер"})
-                    else 0.0)
+                    0.8 if life_event and _life_span(sent.text) else 0.0)
                 value = _value_in(form, sent.text, events)
                 if value is None or (life_event and not dated):
                     continue  # a birth or a death is stated by its words or a life span, not by any date
@@ -290,12 +289,11 @@ class AnswerReader:
                     best = (score, value, sent)
         return (best[1], best[2]) if best else None
 
-    def _choose(self, form: QuestionForm, scenes: list[Recalled], sentences: dict, hops: dict, parent: dict,
-                graph) -> Reading | None:
+    def _choose(self, form: QuestionForm, scenes: list[Recalled], sentences: dict) -> Reading | None:
         found = []
         for option in form.options:
-            chain = self._option_scenes(option, scenes, hops, graph)
-            got = self._attribute(form, option, chain, sentences) if chain else None
+            chain = self._option_scenes(option, scenes)
+            got = self._attribute(form, chain, sentences) if chain else None
             found.append((option, chain, got))
         evidence = []
         for _, chain, got in found:
@@ -343,10 +341,9 @@ class AnswerReader:
                                                            text=x[4].text, hop=n + 1, role="option")
                                                   for n, x in enumerate(scored)])
 
-    def _yes_no(self, form: QuestionForm, question: str, scenes: list[Recalled], sentences: dict, hops: dict,
-                graph) -> Reading | None:
+    def _yes_no(self, form: QuestionForm, scenes: list[Recalled], sentences: dict, hops: dict) -> Reading | None:
         lang = "ru" if form.language == "ru" else "en"
-        items = [(o, self._option_scenes(o, scenes, hops, graph)) for o in form.options]
+        items = [(o, self._option_scenes(o, scenes)) for o in form.options]
         items = [(o, c) for o, c in items if c]
         if len(items) >= 2 and form.order == "same":
             values = []
