@@ -161,7 +161,9 @@ def evaluate(items: list[dict[str, Any]], corpus: list[tuple[str, str]], embedde
 
     data_dir, ids = build_store(corpus, embedder, cache)
     graph = build_graph()  # the whole graph, default decoder; write_back stays off: the store stays clean
-    ctx = Context(data_dir=data_dir, embedder=embedder, write_back=False)
+    # Read-only runs; a build from before `write_back` existed (the baseline) writes into its own --cache.
+    read_only = {"write_back": False} if "write_back" in Context.__dataclass_fields__ else {}
+    ctx = Context(data_dir=data_dir, embedder=embedder, **read_only)
     rows, latencies, decoding = [], [], []
     for n, item in enumerate(items, 1):
         start = last = time.perf_counter()
