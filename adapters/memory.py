@@ -128,8 +128,8 @@ class Memory:
                     if progress:
                         progress(len(batch))
             except (StoreUnavailable, StoreFull, StoreDamaged) as exc:
-                raise type(exc)(f"{exc} [{written} of {len(todo)} scenes to write were committed before "
-                                "this]") from exc
+                raise type(exc)(f"{exc} [this ingest had finished {written} of the {len(todo)} scenes it had "
+                                "to write; a rerun finishes the rest]") from exc
         scenes, links = self.couplings.count()
         return IngestReport(len(records), len(todo), len(ids) - len(todo), self.store.count(), links,
                             rewritten=len(unreadable), kept_stored=kept)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,7 @@ FINGERPRINT_TEXTS = ("A lighthouse keeper on a rocky island writes letters to a 
                      "Смотритель маяка на скалистом острове пишет письма художнику в 1887 году.")
 # Same weights give cosine 1 up to float noise (threads, f16 storage); another model lands far below.
 FINGERPRINT_MIN_COS = 0.99
+NEARLY_FULL_BYTES = 1 << 20  # less free than this when a write fails: the disk is full, not the store damaged
 WRITE_BACK_WAIT_S = 5.0  # how long a write-back of formulas/fields/crystals waits for a running ingest
 
 
@@ -104,7 +106,7 @@ class SceneStore:
                 f"the store server at {self.store_url} stopped answering ({type(exc).__name__}: {text}): "
                 "every batch written before is committed, the one in flight was not; start the server again "
                 "and rerun (ids are stable: nothing is doubled)")
-        if "disk is full" in low or "no space left" in low or getattr(exc, "errno", None) == 28:
+        if "disk is full" in low or "no space left" in low or getattr(exc, "errno", None) == 28 or self._no_space():
             return StoreFull(f"disk full at {self.where}: the write in flight was rolled back and nothing was "
                              "lost; free space and rerun")
         if "readonly" in low or "read-only" in low or "permission denied" in low:
@@ -114,6 +116,16 @@ class SceneStore:
                 f"`chroma run --path {self.where}` and pass --store-url")
         return StoreDamaged(f"the scene store at {self.where} is damaged ({text}): run {self._cli('check')} to see "
                             f"what, then {self._cli('repair')}")
+
+    def _no_space(self) -> bool:
+        """Chroma reports a full disk in its compaction as a failed write, without the cause: look at the disk."""
+        if self.store_url:
+            return False
+        try:
+            st = os.statvfs(self.data_dir)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < NEARLY_FULL_BYTES
 
     @contextmanager
     def _chroma(self) -> Iterator[None]:
