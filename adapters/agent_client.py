@@ -139,8 +139,10 @@ def node_payload(node: str, state: Any, ctx: Context) -> dict[str, Any]:
         raise SettingsError(f"run settings an agent service does not accept: {bad}") from exc
     body: dict[str, Any] = {"embedder": embedder_tag(ctx.embedder), "settings": settings}
     if node in PROBE_NODES:
-        probe = state["probe"]
-        body["probe"] = (probe if isinstance(probe, Probe) else Probe.model_validate(probe)).model_dump(mode="json")
+        probe = state["probes"][0] if state.get("probes") else state["probe"]  # the graph sends a one-item list
+        probe = probe if isinstance(probe, Probe) else Probe.model_validate(probe)
+        # A probe's vector is left out of every dump (the state holds none); one a caller set still travels.
+        body["probe"] = probe.model_dump(mode="json") | ({"vector": probe.vector} if probe.vector else {})
     else:
         st = state if isinstance(state, ThinkingState) else ThinkingState.model_validate(state)
         body["state"] = st.model_dump(mode="json")

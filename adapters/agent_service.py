@@ -150,8 +150,7 @@ def create_agent_app(agent: str, nodes: dict[str, Callable[..., dict]], context:
             _check_space(req.embedder, embedder, agent)
             st: ThinkingState = req.state
             _check_text("the question", st.question, context.max_input_chars)
-            _check_vector("state.field", st.field, embedder.dim)
-            if st.scene is not None:
+            if st.scene is not None:  # the graph's state holds no vectors; a hand-made one may
                 _check_vector("state.scene.vector", st.scene.vector, embedder.dim)
             return run(name, fn, req.settings.model_dump(), st)
         return route

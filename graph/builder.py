@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Checkpointer
 
@@ -15,17 +19,45 @@ from nodes.formulate import formulate
 from nodes.interpret import interpret
 from nodes.probe import ProbeTask, probe
 from nodes.resonate import resonate
+from nodes.review import review
+from state import models
 from state.context import Context
-from state.thinking import ThinkingState
+from state.thinking import AskInput, AskOutput, ThinkingState
+
+# The project's types that a checkpoint holds: registered with the checkpoint serializer, so that
+# reading a thread back neither warns ("Deserializing unregistered type ...") nor breaks once
+# LangGraph blocks unregistered types.
+STATE_TYPES: tuple[type, ...] = (ThinkingState, AskInput, AskOutput, models.Parse, models.Component,
+                                 models.Coupling, models.Scene, models.Recalled, models.Evidence, models.Probe,
+                                 models.Formula, models.Crystal)
+
+
+def registered(checkpointer: Checkpointer) -> Checkpointer:
+    """The checkpointer with scenemind's state types on its serializer's msgpack allowlist.
+
+    A saver built with the default serializer (every type allowed, with a warning for each) gets
+    one that allows exactly the project's types plus LangGraph's own safe ones; a saver given a
+    custom serializer is left as it is.
+    """
+    if not isinstance(checkpointer, BaseCheckpointSaver) or type(checkpointer.serde) is not JsonPlusSerializer:
+        return checkpointer
+    allowed = [(t.__module__, t.__name__) for t in STATE_TYPES]
+    clone = copy.copy(checkpointer)
+    clone.serde = JsonPlusSerializer(allowed_msgpack_modules=allowed)
+    return clone
 
 
 def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False):
-    """START → interpret → build_scene → resonate → expand ⇄ probe… → formulate → decode → crystallize → END.
+    """START → interpret → build_scene → resonate → expand ⇄ probe… → [review] → formulate → decode → crystallize → END.
 
+    Callers give `AskInput` (the question) and get `AskOutput` (answer, evidence, citations, probes,
+    formulas, crystals, retrievals); the nodes share the wider `ThinkingState`.
     `retrieval_only` ends the run where the field has settled (after the last expansion):
     what the multi-hop evaluation measures, with nothing written back to memory.
     """
-    builder = StateGraph(ThinkingState, context_schema=Context)
+    # The evaluation's retrieval-only graph returns the whole state: it ranks the field (`active`).
+    builder = StateGraph(ThinkingState, input_schema=AskInput, output_schema=ThinkingState if retrieval_only else
+                         AskOutput, context_schema=Context)
 
     def add(name: str, fn, **kwargs) -> None:
         # Any node may run in an agent service (Context.agents); the retry policy matches only
@@ -42,14 +74,18 @@ def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False)
     builder.add_edge("build_scene", "resonate")
     builder.add_edge("resonate", "expand")
     builder.add_edge("probe", "expand")  # every probe of a depth finishes before the next expansion
+    checkpointer = registered(checkpointer)
     if retrieval_only:
-        builder.add_conditional_edges("expand", after_expand, {"probe": "probe", "formulate": END})
+        builder.add_conditional_edges("expand", after_expand, {"probe": "probe", "review": END, "formulate": END})
         return builder.compile(checkpointer=checkpointer, name="scenemind-retrieval")
+    add("review", review)
     add("formulate", formulate)
     add("decode", decode)
     add("crystallize", crystallize)
-    builder.add_conditional_edges("expand", after_expand, ["probe", "formulate"])
+    builder.add_conditional_edges("expand", after_expand, ["probe", "review", "formulate"])
+    builder.add_edge("review", "formulate")
     builder.add_edge("formulate", "decode")
     builder.add_edge("decode", "crystallize")
     builder.add_edge("crystallize", END)
     return builder.compile(checkpointer=checkpointer, name="scenemind")
+

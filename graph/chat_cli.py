@@ -23,19 +23,15 @@ from typing import Any, TextIO
 from state.context import Context
 from state.errors import SceneMindError
 
-# The state's pydantic types, the only custom types a thread's checkpoints may hold (no pickle).
-CHECKPOINT_TYPES = [("state.models", name) for name in
-                    ("Parse", "Component", "Coupling", "Scene", "Recalled", "Probe", "Formula", "Crystal")]
-CHECKPOINT_TYPES.append(("state.thinking", "ThinkingState"))
-
-
 def open_checkpointer(path: Path):
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    """A SQLite saver whose serializer allows exactly the state's types (no pickle, no warnings)."""
     from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from graph.builder import registered
 
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-    return SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
+    return registered(SqliteSaver(conn))
 
 
 def thread_graph(path: Path):
@@ -58,7 +54,8 @@ def run_turn(graph: Any, config: dict, turn_input: dict | None, ctx: Context, as
             continue
         for node, update in chunk.items():
             steps.append(node)
-            line = describe(node, update, ctx.top_k) if update and not as_json else None
+            titles = {sid: r.title for sid, r in final.get("active", {}).items()}
+            line = describe(node, update, ctx.top_k, titles) if update and not as_json else None
             if line:
                 print(line, file=out, flush=True)
     return {"steps": steps, "state": final}

@@ -48,35 +48,47 @@ def _title(item: Any) -> str:
     return (item.title or item.text[:40]).strip()
 
 
-def describe(node: str, update: dict[str, Any], top_k: int) -> str | None:
-    """One readable line (or a few) for a node's update."""
+def strengths(recalled: list[Any]) -> list[str]:
+    """Scores as a person reads them: percent of the strongest scene's score, then the dense cosine."""
+    top = max((r.score for r in recalled), default=0.0)
+    return [f"{max(0.0, r.score) / top:.0%}, cos {r.dense:.2f}" if top > 0 else f"cos {r.dense:.2f}"
+            for r in recalled]
+
+
+def describe(node: str, update: dict[str, Any], top_k: int, titles: dict[str, str | None] | None = None) -> str | None:
+    """One readable line (or a few) for a node's update; `titles` names scene ids the update only lists."""
+    titles = titles or {}
     if node == "interpret":
         p = update["parse"]
         return f"[interpret] {p.language}: {len(p.clauses)} clause(s); entities {p.entities}; terms {p.terms[:8]}"
     if node == "build_scene":
         s = update["scene"]
+        carried = len(update.get("active") or {})
         return (f"[build_scene] scene {s.id}: {len(s.components)} components, {len(s.couplings)} couplings, "
-                f"delta {s.delta:.2f}")
+                f"delta {s.delta:.2f}" + (f", {carried} scene(s) carried from the last turn" if carried else ""))
     if node in ("resonate", "probe"):
         woke = sorted(update.get("active", {}).values(), key=lambda r: -r.score)[:top_k]
         via = woke[0].via if woke else ""
         head = "[resonate] woke" if node == "resonate" else f"[probe {via}] woke"
-        return head + ": " + "; ".join(f"{_title(r)} ({r.score:.2f})" for r in woke)
+        return head + ": " + "; ".join(f"{_title(r)} ({s})" for r, s in zip(woke, strengths(woke)))
     if node == "expand":
-        probes = update.get("probes") or []
+        pending = set(update.get("pending") or [])
+        probes = [p for p in update.get("probes") or [] if p.id in pending]
         if not probes:
-            return "[expand] resolved: no more probes"
+            return None  # the `resolved` event says why expansion stopped, on one line
         lines = [f"[expand] depth {probes[0].depth}: {len(probes)} probe(s)"]
-        lines += [f"    - {p.id} [{p.reason}] {p.text[:90]}" for p in probes]
+        lines += [f"    - {p.id} bridge \"{p.target}\" from [{titles.get(p.parent or '') or p.parent}]"
+                  if p.reason == "bridge" else f"    - {p.id} [{p.reason}] {p.text[:90]}" for p in probes]
         return "\n".join(lines)
     if node == "formulate":
         fs = update.get("formulas") or []
         if not fs:
             return "[formulate] no linked scenes"
-        return "\n".join(f"[formulate] {f.id}: {' -> '.join(f.chain)}\n    {f.summary[:200]}" for f in fs)
+        return "\n".join(f"[formulate] {f.id}: {' -> '.join(titles.get(sid) or sid for sid in f.chain)}"
+                         f" (via {', '.join(c.relation for c in f.links)})\n    {f.summary[:200]}" for f in fs)
     if node == "crystallize":
         cs = update.get("crystals") or []
-        return f"[crystallize] crystal {cs[0].id} (seen {cs[0].count}x)" if cs else "[crystallize] field logged"
+        return f"[crystallize] crystal {cs[0].id} (seen {cs[0].count}x)" if cs else "[crystallize] no recurrence"
     return None
 
 
@@ -115,7 +127,8 @@ def run_ask(question: str, ctx: Context, as_json: bool, out=None) -> dict[str, A
         for node, update in chunk.items():
             timings[node] = timings.get(node, 0.0) + (now - last)
             if not as_json and update:
-                line = describe(node, update, ctx.top_k)
+                titles = {sid: r.title for sid, r in state.get("active", {}).items()}
+                line = describe(node, update, ctx.top_k, titles)
                 if line:
                     print(line, file=out, flush=True)
         last = now

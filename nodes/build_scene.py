@@ -7,14 +7,14 @@ import logging
 
 import numpy as np
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
 
 from adapters.lexicon import compose_scene
-from nodes.resources import memory, settings
+from nodes.resonate import top_recalled
+from nodes.resources import field_vector, memory, query_vectors, settings
 from state.context import Context
 from state.errors import InterpreterOutputInvalid
 from state.models import Scene
-from state.thinking import ThinkingState
+from state.thinking import ThinkingState, epoch_of
 
 log = logging.getLogger(__name__)
 CARRY_DISCOUNT = 0.5
@@ -40,19 +40,26 @@ def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     assert state.parse is not None, "interpret runs before build_scene"
     scene_id = "q-" + hashlib.sha256(state.parse.text.encode()).hexdigest()[:16]
     ctx = settings(runtime)
+    mem = memory(ctx)
     scene = interpreted(compose_scene(scene_id, state.parse), ctx)
-    vector = memory(ctx).embedder.embed_one(state.parse.text, role="query")  # it asks: the query role
-    # Delta: how far this scene moves the field it arrives in (1.0 when the field is empty).
-    delta = 1.0 - float(np.dot(vector, state.field)) if len(state.field) == len(vector) else 1.0
-    scene = scene.model_copy(update={"vector": vector.tolist(), "delta": delta})
-    # A new question is a new turn: on a checkpointed thread the accumulating fields would carry the last
-    # turn's probes and spent retrieval budget, so they restart here (a fresh run starts at these values anyway).
-    # The field and the active scenes do carry: they are what the conversation has woken so far.
-    turn = {"retrievals": Overwrite(0), "probes": Overwrite([]), "covered": Overwrite([]), "pending": []}
-    if state.active:
-        # Carried scenes keep their order but start half the last turn's top score lower, so the new
-        # question's own evidence leads unless the old scenes resonate with it again.
-        drop = max(0.0, *(r.score for r in state.active.values())) * CARRY_DISCOUNT
-        turn["active"] = Overwrite({sid: r.model_copy(update={"score": round(r.score - drop, 6)})
-                                    for sid, r in state.active.items()})
-    return {"scene": scene, "field": scene.vector, "depth": 0, "frontier": [], **turn}
+    vector = query_vectors(mem, [state.parse.text])[0]  # it asks: the query role; cached for resonate
+    # Delta: how far this scene moves the field it arrives in, the last turn's final field (1.0 on a new thread).
+    delta = 1.0
+    if state.scene is not None and state.active:
+        last, _ = field_vector(mem, state.scene, top_recalled(state.active, ctx.top_k))
+        delta = 1.0 - float(np.dot(vector, last))
+    scene = scene.model_copy(update={"vector": [], "delta": round(delta, 6)})
+    # A new question is a new turn: probes, covered bridges and the retrieval budget are per turn. The
+    # strongest scenes carry (bounded by top_k), tagged with a new field revision so that the `active` reducer
+    # drops the older turn's field, and start half the last top score lower: the new question's own evidence
+    # leads unless the old scenes resonate with it again.
+    epoch = epoch_of(state.active) + 1
+    update = {"scene": scene, "turn": state.turn + 1, "depth": 0, "frontier": [], "retrievals": 0, "probes": [],
+              "covered": [], "pending": [], "formulas": [], "crystals": [], "answer": "", "evidence": [],
+              "citations": []}
+    carried = top_recalled(state.active, ctx.top_k)
+    if carried:
+        drop = max(0.0, carried[0].score) * CARRY_DISCOUNT
+        update["active"] = {r.id: r.model_copy(update={"score": round(r.score - drop, 6), "epoch": epoch})
+                            for r in carried}
+    return update

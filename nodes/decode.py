@@ -7,7 +7,7 @@ from langgraph.runtime import Runtime
 from adapters.answer_reader import AnswerReader
 from adapters.decoders import load_decoder
 from nodes.resonate import top_recalled
-from nodes.resources import memory, settings, unit
+from nodes.resources import memory, question_vector, settings
 from state.context import Context
 from state.thinking import ThinkingState
 
@@ -28,5 +28,6 @@ def decode(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     decoder = load_decoder(ctx.decoder, mem.embedder, model=ctx.decoder_model, adapter=ctx.decoder_adapter,
                            quantize=ctx.decoder_quantize, max_new_tokens=ctx.max_new_tokens,
                            timeout_s=ctx.decoder_timeout_s)
-    out = decoder.decode(state.question, unit(state.field), scenes, state.formulas, reading)
+    field = question_vector(mem, state.scene)  # the state holds no vectors: the question's, from the cache
+    out = decoder.decode(state.question, field, scenes, state.formulas, reading)
     return {"answer": out.answer, "evidence": out.evidence, "citations": out.citations}

@@ -80,18 +80,22 @@ def formulate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     links = link_scenes(top, keys, rarity)
     texts = {s.id: s.text for s in top}
     score = {s.id: s.score for s in top}
-    stored = mem.scenes([s.id for s in top])
     formulas = []
     for chain in chains(top, links):
-        vec = unit(sum(score[sid] * stored[sid].vector for sid in chain if sid in stored))
         in_chain = [c for c in links if c.source in chain and c.target in chain]
         formulas.append(Formula(
             id="f-" + hashlib.sha256("|".join(sorted(chain)).encode()).hexdigest()[:16],
-            chain=chain, links=in_chain, summary=summarise(chain, in_chain, texts), vector=vec.tolist(),
+            chain=chain, links=in_chain, summary=summarise(chain, in_chain, texts),
         ))
     if formulas and ctx.write_back:  # asking is read-only unless the run writes back (chat does)
-        mem.store.upsert([f.id for f in formulas], np.array([f.vector for f in formulas]),
-                         [f.summary for f in formulas],
+        # The vector is the chain's score-weighted scenes; it goes to the store, never into the state.
+        stored = mem.scenes([s.id for s in top])
+        vectors = np.array([unit(sum(score[sid] * stored[sid].vector for sid in f.chain if sid in stored))
+                            for f in formulas])
+        mem.store.upsert([f.id for f in formulas], vectors, [f.summary for f in formulas],
                          [{"kind": "formula", "chain": f.chain} for f in formulas], kind="formulas")
-    emit(runtime, {"event": "formulas", "formulas": [{"id": f.id, "chain": f.chain} for f in formulas]})
+    titles = {s.id: s.title for s in top}
+    emit(runtime, {"event": "formulas", "formulas": [
+        {"id": f.id, "chain": [{"id": sid, "title": titles.get(sid)} for sid in f.chain],
+         "via": [c.relation for c in f.links]} for f in formulas]})
     return {"formulas": formulas}

@@ -22,10 +22,10 @@ from langgraph.runtime import Runtime
 from adapters.coupling_index import CouplingGraph
 from adapters.lexicon import terms_of
 from adapters.memory import Memory
-from nodes.resources import emit, memory, settings, unit
+from nodes.resources import emit, memory, question_vector, settings, unit
 from state.context import Context
 from state.models import Recalled
-from state.thinking import ThinkingState
+from state.thinking import ThinkingState, epoch_of
 
 KEEP = 24  # scenes one resonance hands to the field: enough for recall@10 after merging
 LEXICAL_FULL_COVERAGE = 0.5  # same-language questions reach it even with a few words memory lacks
@@ -44,7 +44,7 @@ def _top(scores: np.ndarray, k: int) -> list[int]:
 
 
 def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities: dict[str, float],
-              via: str = "question", depth: int = 0, offset: float = 0.0) -> dict[str, Recalled]:
+              via: str = "question", depth: int = 0, offset: float = 0.0, epoch: int = 0) -> dict[str, Recalled]:
     """Scenes woken by one field (one store query), scored seed + spread (+ crystal bias) + offset."""
     graph = mem.couplings.graph()
     cosine = dict(mem.store.nearest_ids(vector, ctx.dense_k))
@@ -80,7 +80,8 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
     best = sorted(score, key=score.get, reverse=True)[:KEEP]
     kept = mem.scenes(best)
     return {sid: Recalled(id=sid, text=kept[sid].text, title=kept[sid].title, dense=round(cosine[sid], 6),
-                          score=round(score[sid] + offset, 6), via=via, depth=depth) for sid in best if sid in kept}
+                          score=round(score[sid] + offset, 6), via=via, depth=depth, epoch=epoch)
+            for sid in best if sid in kept}
 
 
 def lexical_trust(graph: CouplingGraph, terms: list[str]) -> float:
@@ -130,7 +131,9 @@ def resonate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     assert state.scene is not None, "build_scene runs before resonate"
     mem = memory(ctx)
     entities = mem.couplings.graph().query_entities(state.scene.text)
-    woken = resonance(mem, ctx, unit(state.scene.vector), state.scene.text, entities)
+    woken = resonance(mem, ctx, question_vector(mem, state.scene), state.scene.text, entities,
+                      epoch=epoch_of(state.active))
     emit(runtime, {"event": "woke", "depth": 0, "entities": sorted(entities),
-                   "scenes": [r.id for r in top_recalled(woken, ctx.top_k)]})
+                   "scenes": [{"id": r.id, "title": r.title, "score": round(r.score, 2)}
+                              for r in top_recalled(woken, ctx.top_k)]})
     return {"active": woken, "retrievals": 1}

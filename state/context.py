@@ -8,7 +8,9 @@ per process from these settings.
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 
@@ -80,6 +82,12 @@ class Context:
         metadata={"description": "Write this run's formulas, field and crystals back to memory (on for `chat`). "
                                  "Off: asking is read-only and evaluation stores stay clean."},
     )
+    review: bool = field(
+        default=False,
+        metadata={"description": "Pause before formulate/decode (an interrupt) so a person can drop or pin scenes "
+                                 "of the field; resume with Command(resume={'drop': [ids], 'pin': [ids]}). "
+                                 "Needs a checkpointer (langgraph dev and chat have one)."},
+    )
     max_input_chars: int = field(default=20_000, metadata={"description": "Longest question accepted."})
     decoder: str = field(
         default="extractive",
@@ -128,7 +136,77 @@ class Context:
             if kind is bool:
                 setattr(self, f.name, env.strip().lower() in ("1", "true", "yes", "on"))
                 continue
-            setattr(self, f.name, kind(env) if kind in (int, float) else env)
+            setattr(self, f.name, env)  # read as a number by _validate, which names the setting when it is not one
+        self._validate()
+
+    def _validate(self) -> None:
+        """Each setting of the type it needs (numbers given as text are read as numbers), or one clear error."""
+        for f in fields(self):
+            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name), type(default)))
+        for name, low in AT_LEAST.items():
+            if getattr(self, name) < low:
+                raise SettingsError(f"setting {name} must be at least {low}, got {getattr(self, name)!r}")
+        if self.probe_vectors not in ("text", "compose"):
+            raise SettingsError(f"setting probe_vectors must be 'text' or 'compose', got {self.probe_vectors!r}")
+
+
+# Lower bounds where a smaller number cannot work (other counts must not be negative).
+AT_LEAST: dict[str, float] = {"top_k": 1, "dense_k": 1, "max_input_chars": 1, "max_new_tokens": 1,
+                              "decoder_timeout_s": 0.001, "agent_timeout_s": 0.001}
+
+
+def _checked(name: str, value: object, kind: type) -> object:
+    """`value` as `kind`, or SettingsError naming the setting, what it got and what it needs."""
+    want = {int: "an integer", float: "a number", bool: "true or false", str: "text",
+            dict: "an object of names to URLs"}.get(kind, kind.__name__)
+    bad = SettingsError(f"setting {name} (SCENEMIND_{name.upper()}) must be {want}, got {value!r} "
+                        f"({type(value).__name__})")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return value.strip().lower() in ("true", "1", "yes", "on")
+        raise bad
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):  # a form or an env file may give numbers as text
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise bad from None
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, (int, float) if kind is float else int) or not math.isfinite(value):
+            raise bad
+        if value < 0:
+            raise SettingsError(f"setting {name} must not be negative, got {value!r}")
+        return kind(value)
+    if kind is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise bad
+        return value
+    if kind is str and not isinstance(value, str):
+        raise bad
+    return value
+
+
+_dataclass_init = Context.__init__
+
+
+def _init(self: Context, **given: object) -> None:
+    unknown = sorted(set(given) - {f.name for f in fields(Context)})
+    if unknown:
+        names = [f.name for f in fields(Context)]
+        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, names, 1)) else
+                 repr(u) for u in unknown]
+        raise SettingsError(f"unknown setting(s) {', '.join(hints)}; the settings are: {', '.join(names)}")
+    _dataclass_init(self, **given)
+
+
+# Unknown keys are one clear error (LangGraph builds the Context with `Context(**context)`).
+Context.__init__ = _init  # type: ignore[method-assign]
 
 
 def _json_map(name: str, text: str) -> dict[str, str]:

@@ -5,8 +5,12 @@ is only for bugs.
 """
 
 
-class SceneMindError(Exception):
-    """Base class: an error the user can act on."""
+class SceneMindError(RuntimeError):
+    """Base class: an error the user can act on.
+
+    A RuntimeError, because that is what the LangGraph server passes through to its clients with
+    the message (an error of another type reaches them as "An internal error occurred").
+    """
 
 
 class EmptyInput(SceneMindError, ValueError):

@@ -1,7 +1,8 @@
 """Domain models: the things scenemind thinks with.
 
-Vectors are plain lists of floats so that every model serialises to JSON for
-checkpointers and LangGraph Studio without custom encoders.
+Vectors are plain lists of floats where a model carries one. The graph state
+holds none (ids and texts only; vectors live in per-process caches), so what is
+checkpointed and streamed stays small and plain.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ class Recalled(BaseModel):
     via: str = "question"
     depth: int = 0
     kind: Literal["scene", "formula", "crystal"] = "scene"
+    epoch: int = Field(default=0, description="the field's revision that holds it: an update of a newer revision "
+                                              "replaces the older field (a new turn, an edit in review)")
 
 
 class Evidence(BaseModel):
@@ -93,7 +96,10 @@ class Probe(BaseModel):
     parent: str | None = None
     entities: dict[str, float] = Field(default_factory=dict, description="entity -> rarity this probe seeds")
     offset: float = Field(default=0.0, description="chain discount: the parent's score gap to the top scene")
-    vector: Vector = Field(default_factory=list)
+    epoch: int = Field(default=0, description="the field revision it was spawned in (what it wakes is tagged so)")
+    # Never in the graph state (the probe node embeds its text through a per-process cache); kept so that a
+    # caller may hand a vector over, and left out of every dump.
+    vector: Vector = Field(default_factory=list, exclude=True, repr=False)
 
 
 class Formula(BaseModel):
@@ -103,7 +109,6 @@ class Formula(BaseModel):
     chain: list[str]
     links: list[Coupling] = Field(default_factory=list)
     summary: str
-    vector: Vector = Field(default_factory=list)
 
 
 class Crystal(BaseModel):
@@ -111,7 +116,6 @@ class Crystal(BaseModel):
 
     id: str
     label: str
-    vector: Vector
     strength: float = 1.0
     count: int = 1
     scene_ids: list[str] = Field(default_factory=list)

@@ -33,6 +33,14 @@ def agents_at(base: str) -> dict[str, str]:
     return {agent: f"{base}/{agent}" for agent in AGENT_NODES}
 
 
+def whole_state(graph, question: str, ctx: Context) -> dict:
+    """The run's final state (the graph's output is narrower: answer, evidence, probes ...; no field)."""
+    final = {}
+    for final in graph.stream({"question": question}, context=ctx, stream_mode="values"):
+        pass
+    return final
+
+
 def same_thinking(remote: dict, local: dict) -> None:
     assert remote["answer"] == local["answer"]
     assert remote["citations"] == local["citations"] and remote["citations"]
@@ -88,10 +96,9 @@ def test_all_remote_equals_in_process_embedded_store(embedded):
     from graph import graph
 
     url, _, baseline_dir = embedded
-    local = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=str(baseline_dir)))
+    local = whole_state(graph, DEMO_QUESTION, Context(data_dir=str(baseline_dir)))
     # The client has no store at all: every node, expand included, runs in the service.
-    remote = graph.invoke({"question": DEMO_QUESTION},
-                          context=Context(data_dir=str(baseline_dir / "absent"), agents=agents_at(url)))
+    remote = whole_state(graph, DEMO_QUESTION, Context(data_dir=str(baseline_dir / "absent"), agents=agents_at(url)))
     same_thinking(remote, local)
 
 
@@ -110,7 +117,7 @@ def test_all_remote_equals_in_process_on_chroma_server(on_chroma_server):
             remote = chunk
     # The service's progress events reach the caller's custom stream.
     assert {"woke", "probes", "formulas"} <= set(events)
-    local = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=str(data_dir), store_url=store_url))
+    local = whole_state(graph, DEMO_QUESTION, Context(data_dir=str(data_dir), store_url=store_url))
     same_thinking(remote, local)
 
 

@@ -48,7 +48,7 @@ def test_server_store_thinks_like_the_embedded_store(server, small_corpus, embed
     on_server = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=str(remote_dir), store_url=url))
     embedded = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=str(local_dir)))
     assert on_server["answer"] == embedded["answer"] and on_server["citations"] == embedded["citations"]
-    assert {on_server["active"][c].title for c in on_server["citations"]} >= NEEDED
+    assert {e.title for e in on_server["evidence"]} >= NEEDED
     # Formulas and the field were written to the server, not to a local folder.
     assert not (remote_dir / "chroma").exists()
     stats = open_memory(str(remote_dir), "all-MiniLM-L6-v2", store_url=url).stats()

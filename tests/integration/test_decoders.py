@@ -86,6 +86,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def whole_state(question: str, ctx: Context) -> dict:
+    """The run's final state: the graph's output leaves the field (`active`) out."""
+    final = {}
+    for final in graph.stream({"question": question}, context=ctx, stream_mode="values"):
+        pass
+    return final
+
+
 def hf_context(demo_store: str, model: str, **extra) -> Context:
     return Context(data_dir=demo_store, decoder=f"hf:{model}", max_new_tokens=extra.pop("max_new_tokens", 12), **extra)
 
@@ -94,7 +102,7 @@ def hf_context(demo_store: str, model: str, **extra) -> Context:
 
 def test_hf_decoder_answers_through_the_graph_and_cites_prompt_scenes(demo_store, tiny_lm):
     # Four scenes keep the prompt inside the tiny model's 2,048-token window (a longer one is cut from the left).
-    out = graph.invoke({"question": DEMO_QUESTION}, context=hf_context(demo_store, tiny_lm, top_k=4))
+    out = whole_state(DEMO_QUESTION, hf_context(demo_store, tiny_lm, top_k=4))
     top = sorted(out["active"].values(), key=lambda r: -r.score)[:4]
     assert out["answer"] and out["answer"] != "(the decoder produced no text)"
     # An untrained model cites nothing it was shown: the extractive chain of evidence stands in.
@@ -150,7 +158,7 @@ def test_cli_ask_prints_tokens_live(demo_store, tiny_lm, capsys):
 
 def test_trained_decoder_adapter_reloads_changes_output_and_cites(demo_store, tiny_lm, tmp_path):
     ctx = Context(data_dir=demo_store, top_k=2)  # a short prompt: a 64-d model memorises a hex id from it
-    first = graph.invoke({"question": DEMO_QUESTION}, context=ctx)
+    first = whole_state(DEMO_QUESTION, ctx)
     top = sorted(first["active"].values(), key=lambda r: -r.score)[: ctx.top_k]
     target = top[0].id
     scenes = [{"id": r.id, "text": r.text, "title": r.title} for r in top]
@@ -391,8 +399,7 @@ def test_field_decoder_trains_saves_and_speaks_through_the_graph(demo_store, tmp
     assert torch.allclose(both[1], scores([1])[0], atol=1e-4) and torch.allclose(both[0], scores([0])[0], atol=1e-4)
 
     # In the graph the field's strongest scenes are the prototypes it edits.
-    out = graph.invoke({"question": DEMO_QUESTION},
-                       context=Context(data_dir=demo_store, decoder=f"field:{out_dir}", max_new_tokens=12))
+    out = whole_state(DEMO_QUESTION, Context(data_dir=demo_store, decoder=f"field:{out_dir}", max_new_tokens=12))
     top = sorted(out["active"].values(), key=lambda r: -r.score)[:5]
     assert out["answer"].strip() and out["citations"] == [r.id for r in top]
 

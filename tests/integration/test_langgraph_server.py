@@ -43,7 +43,7 @@ def server(demo_store, tmp_path_factory):
     with log_path.open("w") as log:
         start = time.monotonic()
         proc = subprocess.Popen(
-            [LANGGRAPH, "dev", "--no-browser", "--port", str(port), "--host", "127.0.0.1"],
+            [LANGGRAPH, "dev", "--no-browser", "--no-reload", "--port", str(port), "--host", "127.0.0.1"],
             cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -105,3 +105,72 @@ def _scene_id(title: str) -> str:
     from scenemind_data import DEMO_SCENES
 
     return next(r.scene_id for r in read_sources([str(DEMO_SCENES)]) if r.title == title)
+
+
+def _run(client, thread_id: str, **kwargs) -> tuple[list, list, dict]:
+    """(events, errors, last values) of one streamed run."""
+    events, errors, final = [], [], {}
+    for part in client.runs.stream(thread_id, "scenemind", stream_mode=["updates", "values"], **kwargs):
+        events.append(part)
+        if part.event == "error":
+            errors.append(part.data)
+        elif part.event == "values":
+            final = part.data
+    return events, errors, final
+
+
+def test_studio_sees_narrow_schemas_and_plain_updates(server):
+    import json
+
+    from langgraph_sdk import get_sync_client
+
+    url, _, _ = server
+    client = get_sync_client(url=url, api_key=None)
+    assistant = client.assistants.search(graph_id="scenemind")[0]
+    schemas = client.assistants.get_schemas(assistant["assistant_id"])
+    assert set(schemas["input_schema"]["properties"]) == {"question"}
+    assert {"answer", "evidence", "citations", "probes", "formulas"} <= set(schemas["output_schema"]["properties"])
+    assert "probe" not in schemas["state_schema"]["properties"]
+    assert {"top_k", "write_back", "review"} <= set(schemas["context_schema"]["properties"])
+
+    thread = client.threads.create()
+    events, errors, final = _run(client, thread["thread_id"], input={"question": QUESTION})
+    assert not errors, errors
+    updates = json.dumps([e.data for e in events if e.event == "updates"])
+    assert "__overwrite__" not in updates and final["answer"] == "Mexico City"
+    assert len(json.dumps(final)) < 60_000  # no vectors in what the thread keeps
+
+
+@pytest.mark.parametrize("context,message", [
+    ({"top_k": "abc"}, "setting top_k (SCENEMIND_TOP_K) must be an integer, got 'abc'"),
+    ({"data_dir": "/nonexistent/scenemind-store"}, "/nonexistent/scenemind-store"),
+])
+def test_errors_reach_the_client_with_their_message(server, context, message):
+    from langgraph_sdk import get_sync_client
+
+    url, _, _ = server
+    client = get_sync_client(url=url, api_key=None)
+    thread = client.threads.create()
+    _, errors, _ = _run(client, thread["thread_id"], input={"question": QUESTION}, context=context)
+    assert errors and message in errors[0]["message"], errors
+    assert "internal error" not in errors[0]["message"]
+
+
+def test_review_interrupts_in_studio_and_resumes_with_an_edit(server):
+    from langgraph_sdk import get_sync_client
+
+    url, _, _ = server
+    client = get_sync_client(url=url, api_key=None)
+    thread = client.threads.create()
+    _, errors, _ = _run(client, thread["thread_id"], input={"question": QUESTION}, context={"review": True})
+    assert not errors, errors
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["review"]
+    shown = state["tasks"][0]["interrupts"][0]["value"]
+    field = {s["title"]: s["id"] for s in shown["field"]}
+    assert {"Gaby: A True Story", "Luis Mandoki"} <= set(field)
+    _, errors, final = _run(client, thread["thread_id"], command={"resume": {"drop": [field["Luis Mandoki"]]}},
+                            context={"review": True})
+    assert not errors, errors
+    assert field["Luis Mandoki"] not in final["citations"] and final["answer"] != "Mexico City"
+    assert client.threads.get_state(thread["thread_id"])["next"] == []
