@@ -37,7 +37,8 @@ PARAPHRASE_MIN = 0.5  # cosine a sentence needs to answer by meaning alone
 PARAPHRASE_SENTENCES = 3
 SENTENCE_CACHE = 20_000  # scenes whose sentence vectors the reader keeps
 CLOSEST = 3  # scenes shown when abstaining
-_PLACE_CUES = {"in", "at", "from", "near", "to", "into", "в", "во", "из", "под", "near"}
+_PLACE_CUES = {"in", "at", "from", "near", "в", "во", "из", "под"}
+_TOWARD_CUES = {"to", "into", "в", "на"}  # "moved to Paris", but also "married to X": a place cue only for where
 _PERSON_CUES = {"by", "with", "son", "daughter", "wife", "husband", "father", "mother", "married", "and"}
 
 
@@ -499,12 +500,12 @@ def _type_fit(kind: str, span: Span, sentence: str, nationality: bool = False) -
     if kind == "place":
         if span.kind != "name":
             return -1.0
-        return 1.0 if cue in _PLACE_CUES else 0.3
+        return 1.0 if cue in _PLACE_CUES or cue in _TOWARD_CUES else 0.3
     if kind == "person":
         if span.kind != "name":
             return -1.0
-        if span.text.split()[-1].lower() in _THING_HEADS:
-            return 0.1  # "Berlin International Film Festival" names an institution or a thing, not a person
+        if span.text.split()[-1].lower() in _THING_HEADS or re.fullmatch(r"[A-ZА-ЯЁ]{1,4}", span.text):
+            return 0.1  # "Berlin International Film Festival" or "TV" names an institution or a thing, not a person
         return 0.4 if cue in _PLACE_CUES else (1.0 if len(span.text.split()) >= 2 or cue in _PERSON_CUES else 0.7)
     return 0.6 if span.kind == "name" else 0.2  # "what"/"which": a name first, a phrase when no name fits
 

@@ -153,6 +153,9 @@ def spans_of(sentence: str) -> list[Span]:
                 at += len(head) + 1
         if name.endswith(("'s", "’s")):
             name = name[:-2]
+        suffix = re.search(r"-[a-zа-яё]+\b.*$", name)  # "Academy Awards-winning Burmese" is "Academy Awards"
+        if suffix and suffix.start() > 0:
+            name = name[: suffix.start()]
         w0, w1 = _to_words(bounds, at, at + len(name))
         if re.fullmatch(r"[\d\s.,]+", name):
             continue
