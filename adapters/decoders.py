@@ -188,8 +188,11 @@ def openai_chat(base_url: str, model: str = "", max_new_tokens: int = 256, timeo
         except (openai.APIError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise DecoderUnavailable(f"the endpoint {base_url} did not list its models ({type(exc).__name__}): "
                                      "pass --decoder-model NAME, or check it is an OpenAI-compatible /v1 URL") from exc
+    from adapters.endpoint_deadline import bounded_client
+
+    # timeout_s bounds the whole call: httpx alone bounds each read, and a slow stream never trips it.
     return ChatOpenAI(base_url=base_url, model=model, api_key=key, max_tokens=max_new_tokens, timeout=timeout_s,
-                      max_retries=0, temperature=0)
+                      max_retries=0, temperature=0, http_client=bounded_client(timeout_s))
 
 
 @lru_cache(maxsize=8)

@@ -96,11 +96,23 @@ def create_app(chat: Any, model_name: str) -> FastAPI:
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": created, "model": model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                         "finish_reason": finish_reason(reply)}],
+            "usage": usage(reply),
         })
 
     return app
+
+
+def finish_reason(reply: Any) -> str:
+    """OpenAI's finish_reason: "length" when the token limit (or the time limit) cut the reply, else "stop"."""
+    reason = (getattr(reply, "response_metadata", None) or {}).get("finish_reason", "stop")
+    return "length" if reason in ("length", "time") else "stop"
+
+
+def usage(reply: Any) -> dict[str, int]:
+    got = getattr(reply, "usage_metadata", None) or {}
+    return {"prompt_tokens": int(got.get("input_tokens", 0)), "completion_tokens": int(got.get("output_tokens", 0)),
+            "total_tokens": int(got.get("total_tokens", 0))}
 
 
 def _sse(chunks: Iterator[Any], first: Any, rid: str, created: int, model_name: str) -> Iterator[str]:
@@ -110,14 +122,16 @@ def _sse(chunks: Iterator[Any], first: Any, rid: str, created: int, model_name: 
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
+    last = None
     try:
         for chunk in itertools.chain([first] if first is not None else [], chunks):
+            last = chunk if getattr(chunk, "response_metadata", None) else last
             if chunk.content:
                 yield event({"content": chunk.content})
     except SceneMindError as exc:  # headers are sent already: report in-band, as OpenAI does
         yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
         return
-    yield event({}, "stop")
+    yield event({}, finish_reason(last))
     yield "data: [DONE]\n\n"
 
 

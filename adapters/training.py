@@ -19,7 +19,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from adapters.chat_models import ADAPTER_META, device, load_base, load_tokenizer, render_prompt, resolve_model
+from adapters.chat_models import (
+    ADAPTER_META,
+    attach_adapter,
+    device,
+    load_base,
+    load_tokenizer,
+    render_prompt,
+    resolve_model,
+)
 from state.errors import DecoderConfigError, SceneFileError
 from state.models import Formula, Recalled
 
@@ -86,7 +94,10 @@ def read_decoder_examples(path: str) -> list[Example]:
         except (KeyError, TypeError) as exc:
             raise SceneFileError(path, n, f"a decoder example needs question, scenes [{{id, text}}] and answer "
                                           f"(missing or wrong: {exc})") from exc
-        if not str(question).strip() or not str(answer).strip():
+        if not isinstance(question, str) or not isinstance(answer, str):
+            # str(None) would train the model to answer "None".
+            raise SceneFileError(path, n, f"question and answer must be text, got answer {answer!r}")
+        if not question.strip() or not answer.strip():
             raise SceneFileError(path, n, "question and answer must not be empty")
         out.append(Example(answer_messages(question, scenes, formulas), str(answer).strip()))
     return out
@@ -138,16 +149,20 @@ def train_adapter(task: Task, data: str, base: str, out: str, *, qlora: bool = F
     if epochs < 1 or lr <= 0:
         raise DecoderConfigError("epochs must be >= 1 and lr > 0")
     examples = read_decoder_examples(data) if task == "decoder" else read_interpreter_examples(data)
-    folder, _ = resolve_model(base)
+    # `base` may be an adapter folder of an earlier run: training continues that adapter on its base.
+    folder, earlier = resolve_model(base)
     tokenizer = load_tokenizer(folder)
     torch.manual_seed(seed)
     random.seed(seed)
     model = load_base(folder, "4bit" if qlora else "", for_training=True)
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.05, target_modules="all-linear",
-                        task_type="CAUSAL_LM")
-    model = get_peft_model(model, config)
+    if earlier is not None:
+        model = attach_adapter(model, earlier, trainable=True)
+    else:
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.05, target_modules="all-linear",
+                            task_type="CAUSAL_LM")
+        model = get_peft_model(model, config)
     model.train()
     encoded = [encode_example(tokenizer, e, max_length) for e in examples]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)

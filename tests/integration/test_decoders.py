@@ -221,15 +221,14 @@ def test_interpreter_adapter_writes_the_scene_and_bad_output_falls_back(demo_sto
     assert cli_main(["train", "interpreter", "--data", str(data), "--base", tiny_lm, "--out", str(out_dir),
                      "--max-steps", "60", "--lr", "2e-2", "--threads", "1", "--quiet"]) == 0
     ctx = Context(data_dir=demo_store, interpreter=str(out_dir), max_new_tokens=200)
-    out = graph.invoke({"question": question}, context=ctx)
+    out = whole_state(question, ctx)
     assert [(c.text, c.kind) for c in out["scene"].components] == [("Gaby: A True Story", "title"),
                                                                    ("directed", "term")]
     assert out["scene"].couplings[0].relation == "made-by" and out["answer"]
 
     # The untrained base writes no valid scene: the rule-based one is used, with a warning.
     with caplog.at_level("WARNING", logger="nodes.build_scene"):
-        fallback = graph.invoke({"question": question},
-                                context=Context(data_dir=demo_store, interpreter=f"hf:{tiny_lm}", max_new_tokens=20))
+        fallback = whole_state(question, Context(data_dir=demo_store, interpreter=f"hf:{tiny_lm}", max_new_tokens=20))
     assert "interpreter output rejected" in caplog.text
     assert fallback["scene"].components and "interpreter" not in fallback["scene"].meta
 
