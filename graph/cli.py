@@ -185,16 +185,36 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from adapters.embedder import E5_SMALL, MULTILINGUAL, embedder_info
     from scenemind_data import DEMO_QUESTION, DEMO_QUESTIONS_RU, DEMO_SCENES, DEMO_SCENES_XQUAD
 
-    # English films and directors, and XQuAD paragraphs in Russian and English: one shared space.
-    args.paths = [str(DEMO_SCENES), str(DEMO_SCENES_XQUAD)]
+    ctx = _context(args)
+    name = embedder_info(ctx.embedder)[0]
+    together = name in MULTILINGUAL  # one shared space: English films and Russian/English XQuAD in one store
+    args.paths = [str(DEMO_SCENES)] + ([str(DEMO_SCENES_XQUAD)] if together else [])
     cmd_ingest(args)
-    questions = [args.question] if args.question else [DEMO_QUESTION, *DEMO_QUESTIONS_RU]
-    for question in questions:
+
+    def ask(question: str) -> int:
         args.question = question
         print(f"\nask: {question}\n")
-        code = cmd_ask(args)
+        return cmd_ask(args)
+
+    if args.question:
+        return ask(args.question)
+    code = ask(DEMO_QUESTION)
+    if code:
+        return code
+    if not together:
+        if ctx.store_url:
+            print(f"\n({name} reads English only; run the demo with --embedder {E5_SMALL} for the Russian questions)")
+            return 0
+        # The configured embedder reads English only: the Russian questions think in a store of their own.
+        args.data_dir, args.embedder = f"{ctx.data_dir}-{E5_SMALL}", E5_SMALL
+        print(f"\n({name} reads English only: the Russian questions use {E5_SMALL} in {args.data_dir})")
+        args.paths = [str(DEMO_SCENES_XQUAD)]
+        cmd_ingest(args)
+    for question in DEMO_QUESTIONS_RU:
+        code = ask(question)
         if code:
             return code
     return 0
