@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import sqlite3
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +45,37 @@ FINGERPRINT_TEXTS = ("A lighthouse keeper on a rocky island writes letters to a 
 FINGERPRINT_MIN_COS = 0.99
 NEARLY_FULL_BYTES = 1 << 20  # less free than this when a write fails: the disk is full, not the store damaged
 WRITE_BACK_WAIT_S = 5.0  # how long a write-back of formulas/fields/crystals waits for a running ingest
+
+
+# hnswlib's saved header as Chroma writes it (header.bin, 100 bytes): a format version, then offsetLevel0,
+# max_elements, cur_element_count, size_data_per_element, label_offset, offsetData, maxlevel, enterpoint,
+# maxM, maxM0, M, mult, ef_construction.
+HNSW_HEADER = struct.Struct("<IQQQQQQiIQQQdQ")
+
+
+def vector_file_problem(segment: Path, dim: int) -> str | None:
+    """Why a collection's HNSW files cannot be loaded safely, or None.
+
+    Checked before Chroma's native code reads them: a truncated data file can crash the process
+    (a segfault, no error to catch), so the sizes are compared with what the header promises.
+    """
+    header = segment / "header.bin"
+    if not header.exists():
+        return None  # nothing persisted yet: a small or empty collection lives in Chroma's log
+    raw = header.read_bytes()
+    if len(raw) != HNSW_HEADER.size:
+        return f"{header} is {len(raw)} bytes, not {HNSW_HEADER.size}"
+    (version, offset0, max_elements, count, per_element, label_offset, data_offset, max_level, enter,
+     *_rest) = HNSW_HEADER.unpack(raw)
+    if (version != 1 or offset0 != 0 or not 0 < per_element < 1 << 24 or count > max_elements
+            or not data_offset < label_offset < per_element or label_offset - data_offset != 4 * dim
+            or not -1 <= max_level < 64 or (count and enter >= count)):  # -1: an empty index
+        return f"{header} does not hold a valid HNSW header"
+    for name, need in (("data_level0.bin", count * per_element), ("length.bin", 4 * count)):
+        size = (segment / name).stat().st_size if (segment / name).exists() else 0
+        if size < need:
+            return f"{segment / name} is {size:,} bytes, under the {need:,} its {count:,} vectors need"
+    return None
 
 
 def encode_fingerprint(vectors: np.ndarray) -> str:
@@ -83,14 +116,40 @@ class SceneStore:
     """Add, fetch and search scenes (and formulas, crystals) by vector."""
 
     def __init__(self, data_dir: str, embedder_name: str, dim: int, store_url: str = "", create: bool = False,
-                 fingerprint: np.ndarray | None = None, lock: WriterLock | None = None):
+                 fingerprint: np.ndarray | None = None, lock: WriterLock | None = None, check_files: bool = True):
         self.embedder_name, self.dim = embedder_name, dim
         self.fingerprint = fingerprint
         self.data_dir, self.store_url = Path(data_dir), store_url
         self.where = store_url or str(self.data_dir / "chroma")
         self.lock = lock or writer_lock(data_dir)
+        if check_files:  # before Chroma loads a damaged HNSW file (only repair opens a store without this)
+            for _, _, problem in self.damaged_vector_files():
+                raise StoreDamaged(f"the scene store at {self.where} is damaged ({problem}): run "
+                                   f"{self._cli('check')} to see what, then {self._cli('repair')}")
         self.client = self._client(create)
         self.collections = {kind: self._collection(kind) for kind in KINDS}
+
+    def damaged_vector_files(self) -> list[tuple[str, Path, str]]:
+        """(kind, segment folder, problem) for each embedded collection whose HNSW files are not whole."""
+        catalogue = self.data_dir / "chroma" / "chroma.sqlite3"
+        if self.store_url or not catalogue.exists():
+            return []
+        try:  # Chroma's own catalogue, read only: which folder holds which collection's vectors
+            db = sqlite3.connect(f"file:{catalogue}?mode=ro", uri=True)
+            try:
+                rows = db.execute("SELECT s.id, c.name FROM segments s JOIN collections c ON s.collection = c.id "
+                                  "WHERE s.scope = 'VECTOR'").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return []  # a catalogue SQLite cannot read: Chroma names that itself when it opens
+        out = []
+        for segment_id, name in rows:
+            kind = name.removeprefix("scenemind_")
+            problem = vector_file_problem(catalogue.parent / segment_id, self.dim) if kind in KINDS else None
+            if problem:
+                out.append((kind, catalogue.parent / segment_id, problem))
+        return out
 
     # --- errors ----------------------------------------------------------------------------
     def _cli(self, command: str) -> str:

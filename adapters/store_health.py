@@ -108,12 +108,15 @@ def check(data_dir: str, embedder_spec: str, store_url: str = "") -> Health:
     store_ids: list[str] | None = None
     try:
         store = SceneStore(str(data), embedder.name, embedder.dim, store_url=store_url,
-                           fingerprint=_fingerprint(embedder))
+                           fingerprint=_fingerprint(embedder), check_files=False)
+        damaged = {kind: problem for kind, _, problem in store.damaged_vector_files()}
+        health.problems += [f"{kind}: {problem}" for kind, problem in damaged.items()]
         store_ids = store.all_ids()
         health.scenes = len(store_ids)
-        _, health.unreadable = store.readable(store_ids)
-        if store_ids:
-            store.nearest_ids(_fingerprint(embedder)[0], 1)
+        if "scenes" not in damaged:  # never hand Chroma a damaged HNSW file: it may crash, not raise
+            _, health.unreadable = store.readable(store_ids)
+            if store_ids:
+                store.nearest_ids(_fingerprint(embedder)[0], 1)
     except EmbedderMismatch:
         raise
     except SceneMindError as exc:
@@ -171,7 +174,7 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
     with lock.hold("repair"):
         def open_store() -> SceneStore:
             return SceneStore(str(data), embedder.name, embedder.dim, store_url=store_url, create=True,
-                              fingerprint=fingerprint, lock=lock)
+                              fingerprint=fingerprint, lock=lock, check_files=False)
 
         try:
             store = open_store()
@@ -180,6 +183,13 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
                 raise
             say(f"the Chroma store at {chroma_dir} cannot be opened: moving it aside")
             report.moved_aside.append(str(_aside(chroma_dir)))
+            _reset_chroma_cache(chroma_dir)
+            store = open_store()
+        damaged = store.damaged_vector_files()
+        for _, segment, problem in damaged:  # before any read: Chroma may crash on them
+            say(f"{problem}: moving {segment} aside, its vectors are re-embedded")
+            report.moved_aside.append(str(_aside(segment)))
+        if damaged:
             _reset_chroma_cache(chroma_dir)
             store = open_store()
         store.finish_rebuild()

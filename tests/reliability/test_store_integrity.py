@@ -87,8 +87,9 @@ def test_a_second_writer_is_refused_naming_the_first(store_copy, tmp_path, embed
 
 
 def test_ingest_rewrites_what_it_counts_present_but_cannot_read(store_copy, embedder):
-    with open(_segment(store_copy) / "data_level0.bin", "r+b") as f:
-        f.truncate(1_000)
+    # Without its HNSW folder, Chroma still lists every id but cannot read the vectors its log no longer
+    # holds ("Error finding id"): the state two unserialised writers left behind.
+    shutil.move(str(_segment(store_copy)), str(store_copy / "hnsw-elsewhere"))
     report = Memory(str(store_copy), embedder, create=True).ingest(_records())
     assert report.rewritten > 0 and report.added == report.rewritten
     health = check(str(store_copy), "all-MiniLM-L6-v2")
@@ -155,6 +156,11 @@ def _damage(data: Path, how: str) -> None:
             f.truncate(1_000)
     elif how == "header":
         (_segment(data) / "header.bin").write_bytes(os.urandom(100))
+    elif how == "pickle":
+        pickle = _segment(data) / "index_metadata.pickle"
+        if not pickle.exists():
+            pytest.skip("this Chroma keeps no index_metadata.pickle")
+        pickle.write_bytes(pickle.read_bytes()[:100])
     elif how == "no-chroma":
         shutil.rmtree(data / "chroma")
     elif how == "index-empty":
@@ -171,7 +177,7 @@ def _damage(data: Path, how: str) -> None:
             (data / extra).unlink()
 
 
-@pytest.mark.parametrize("how", ["level0", "header", "no-chroma", "index-empty", "index-random",
+@pytest.mark.parametrize("how", ["level0", "header", "pickle", "no-chroma", "index-empty", "index-random",
                                  "index-truncated", "chroma-sqlite"])
 def test_damage_is_named_then_check_finds_it_and_repair_mends_it(store_copy, embedder, how):
     _damage(store_copy, how)
