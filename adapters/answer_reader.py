@@ -32,12 +32,14 @@ ABSTAIN_RU = "В памяти нет ответа: ни одна сцена ег
 YES = {"en": "yes", "ru": "да"}
 NO = {"en": "no", "ru": "нет"}
 MAX_HOPS = 3
+NESTED_HOP_BONUS = 0.3
 MIN_SCORE = 0.6  # below it no span fits well enough: abstain
 PARAPHRASE_MIN = 0.5  # cosine a sentence needs to answer by meaning alone
 PARAPHRASE_SENTENCES = 3
 SENTENCE_CACHE = 20_000  # scenes whose sentence vectors the reader keeps
 CLOSEST = 3  # scenes shown when abstaining
 _PLACE_CUES = {"in", "at", "from", "near", "в", "во", "из", "под"}
+_DEATH_MARK = re.compile(r"\b(?:died|d\.|death|умер|умерла|ум\.)|†", re.IGNORECASE)
 _TOWARD_CUES = {"to", "into", "в", "на"}  # "moved to Paris", but also "married to X": a place cue only for where
 _PERSON_CUES = {"by", "with", "son", "daughter", "wife", "husband", "father", "mother", "married", "and"}
 
@@ -182,6 +184,7 @@ class AnswerReader:
                  embedder=None) -> Reading | None:
         ask = _Asked(form, question, q_entities)
         ask.bridges = {a for s in scenes if hops.get(s.id, 0) > 1 and s.title for a in title_aliases(s.title)}
+        ask.hops = hops
         anchorless = not any(h > 1 for h in hops.values()) and not any(
             self._mentions(s, q_entities) or (s.title and set(title_aliases(s.title)) & set(q_entities))
             for s in scenes)
@@ -400,6 +403,11 @@ class _Asked:
         self.nationality = bool({"nationality", "национальность", "гражданство"} & set(form.relation))
         self.lifetime = _lifetime(form)
         self.bridges: set[str] = set()  # names of scenes the chain reaches past the first hop
+        self.hops: dict[str, int] = {}
+        # "X's father", "the director of X": the question walks a relation away from what it names, so the
+        # answer lies a hop further than the named scene.
+        walked = re.findall(r"(?:'s|’s)\s+([a-z][\w-]*)|\bthe\s+([a-z][\w-]*)\s+of\b", question)
+        self.nested = any(w and w not in form.focus for pair in walked for w in pair)
 
     def fit(self, sent: _Sentence) -> tuple[float, list[int]]:
         """Share of the relation words the sentence carries (the answer's own relation counts double), and
@@ -432,15 +440,19 @@ class _Asked:
                 continue
             if life and span.kind == "date" and life[0] <= span.char < life[1]:
                 inside = [x for x in spans if x.kind == "date" and life[0] <= x.char < life[1]]
-                wanted = inside[-1] if self.lifetime == "died" and len(inside) > 1 else inside[0]
-                typed += 0.6 if span.char == wanted.char and (self.lifetime == "born" or len(inside) > 1) else -0.6
+                # One date in the parenthesis is a birth, unless it says "died" ("(died 12 June 1516)").
+                only_death = len(inside) == 1 and bool(_DEATH_MARK.search(sent.text[life[0] : life[1]]))
+                wanted = inside[-1] if self.lifetime == "died" else inside[0]
+                fits = (self.lifetime == "died") == only_death or len(inside) > 1
+                typed += 0.6 if span.char == wanted.char and fits else -0.6
             if subject and _lower_words(span.text) and set(_lower_words(span.text)) <= subject:
                 typed -= 0.8  # a scene's own subject is what the sentence says something about
             if self.focus and not focused and norm(span.text) in self.bridges:
                 typed -= 0.6  # it names the next hop, and the answer's relation lies further along the chain
             near = min((abs(h - span.start) if h < span.start else abs(span.end - 1 - h) for h in hits), default=None)
             proximity = 1.0 / (1.0 + near / 4.0) if near is not None else 0.0
-            score = 1.5 * fit + typed + 0.8 * proximity + 0.4 * strength - 0.05 * sent.index
+            deeper = NESTED_HOP_BONUS * (min(self.hops.get(sent.scene.id, 1), 2) - 1) if self.nested else 0.0
+            score = 1.5 * fit + typed + 0.8 * proximity + 0.4 * strength - 0.05 * sent.index + deeper
             if best is None or score > best[0]:
                 best = (score, span)
         return best

@@ -118,3 +118,12 @@ def test_abstains_when_nothing_fits():
     off_topic = READER.read("Who discovered penicillin?", [MANDOKI, CORTES])
     assert off_topic.abstained and {e.role for e in off_topic.evidence} == {"closest"}
     assert READER.read("Кто открыл пенициллин?", [MANDOKI]).answer == ABSTAIN_RU
+
+
+def test_a_question_that_walks_a_relation_answers_from_the_next_hop():
+    scenes = [scene("j", "John V", "John V (4 September 1504 – 4 February 1551) was a prince. He was the son of "
+                                   "Ernest I and Margarete.", 9.0),
+              scene("e", "Ernest I", "Ernest I (died 12 June 1516) was a German prince.", 7.0)]
+    out = READER.read("When did John V's father die?", scenes)
+    assert out.answer == "12 June 1516"  # the father's death, not John V's own (1551)
+    assert [e.scene_id for e in out.evidence] == ["j", "e"]
