@@ -206,7 +206,34 @@ class AnswerReader:
             return None
         _, span, sent = best
         answer = _extend_place(span, sent.text) if form.kind == "place" else span.text
-        return Reading(answer.strip(" ,.;:"), self._evidence_chain(sent, sentences, parent))
+        chain = self._evidence_chain(sent, sentences, parent)
+        if len(chain) == 1:
+            chain = self._other_half(ask, sent, q_entities, scenes, sentences, hops) + chain
+            chain = [e.model_copy(update={"hop": n + 1}) for n, e in enumerate(chain)]
+        return Reading(answer.strip(" ,.;:"), chain)
+
+    def _other_half(self, ask: "_Asked", answer: _Sentence, q_entities: list[str], scenes: list[Recalled],
+                    sentences: dict[str, list[_Sentence]], hops: dict[str, int]) -> list[Evidence]:
+        """When the answer's scene is a first hop, the question may also name something only another scene
+        holds ("the film directed by X ..."): that scene's sentence naming it completes the evidence."""
+        missing = [e for e in q_entities if not self._mentions(answer.scene, [e])]
+        aliases = title_aliases(answer.scene.title) if answer.scene.title else []
+        for entity in missing:
+            holders = [s for s in scenes if s.id != answer.scene.id and hops.get(s.id) == 1
+                       and (entity in (title_aliases(s.title) if s.title else []) or self._mentions(s, [entity]))]
+            if not holders:
+                continue
+
+            def support(x: _Sentence) -> float:
+                text = norm(x.text)
+                names = any(re.search(r"\b" + re.escape(a) + r"\b", text) for a in aliases if a)
+                return 2.0 * names + ask.fit(x)[0] + (entity in text)
+
+            best = max((x for x in sentences[holders[0].id]), key=support)
+            if support(best) > 0:
+                return [Evidence(scene_id=best.scene.id, title=best.scene.title, text=best.text, hop=1,
+                                 role="bridge")]
+        return []
 
     def _paraphrase(self, ask: "_Asked", reached: list[_Sentence], strength: dict[str, float],
                     embedder) -> tuple[float, Span, _Sentence] | None:
