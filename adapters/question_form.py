@@ -16,7 +16,7 @@ from typing import Literal
 from adapters.lexicon import is_stop, language_of, normalise
 
 AnswerKind = Literal["person", "place", "date", "number", "choice", "yesno", "entity"]
-Order = Literal["min", "max", "same", "different", "both", ""]
+Order = Literal["min", "max", "same", ""]
 
 # Words whose stems name the relation the answer stands in (born, directed ...) are the question's
 # content words; these map a question's noun to the verb its evidence sentence uses, both languages.
@@ -31,8 +31,8 @@ RELATION_SYNONYMS = {
     "composer": ("composed", "composer", "music"), "author": ("written", "wrote", "author", "novel"),
     "wrote": ("written", "wrote", "author"), "written": ("written", "wrote", "author"),
     "mother": ("mother", "son", "daughter", "child", "parents"), "father": ("father", "son", "daughter", "child", "parents"),
-    "old": ("age", "aged", "old", "years"), "age": ("age", "aged", "old"), "population": ("population", "inhabitants",
-                                                                                     "residents", "people"),
+    "old": ("age", "aged", "old", "years"), "age": ("age", "aged", "old"),
+    "population": ("population", "inhabitants", "residents", "people"),
     "grandfather": ("grandson", "granddaughter", "grandfather", "grandchild"),
     "grandmother": ("grandson", "granddaughter", "grandmother", "grandchild"),
     "child": ("son", "daughter", "child", "children"), "son": ("son", "child"), "daughter": ("daughter", "child"),
