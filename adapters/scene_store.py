@@ -53,7 +53,7 @@ WRITE_BACK_WAIT_S = 5.0  # how long a write-back of formulas/fields/crystals wai
 HNSW_HEADER = struct.Struct("<IQQQQQQiIQQQdQ")
 
 
-def vector_file_problem(segment: Path, dim: int) -> str | None:
+def vector_file_problem(segment: Path) -> str | None:
     """Why a collection's HNSW files cannot be loaded safely, or None.
 
     Checked before Chroma's native code reads them: a truncated data file can crash the process
@@ -68,7 +68,7 @@ def vector_file_problem(segment: Path, dim: int) -> str | None:
     (version, offset0, max_elements, count, per_element, label_offset, data_offset, max_level, enter,
      *_rest) = HNSW_HEADER.unpack(raw)
     if (version != 1 or offset0 != 0 or not 0 < per_element < 1 << 24 or count > max_elements
-            or not data_offset < label_offset < per_element or label_offset - data_offset != 4 * dim
+            or not data_offset < label_offset < per_element or (label_offset - data_offset) % 4
             or not -1 <= max_level < 64 or (count and enter >= count)):  # -1: an empty index
         return f"{header} does not hold a valid HNSW header"
     for name, need in (("data_level0.bin", count * per_element), ("length.bin", 4 * count)):
@@ -146,7 +146,8 @@ class SceneStore:
         out = []
         for segment_id, name in rows:
             kind = name.removeprefix("scenemind_")
-            problem = vector_file_problem(catalogue.parent / segment_id, self.dim) if kind in KINDS else None
+            # The header's own sizes, not the configured dim: another embedder's store is refused by name/dim later.
+            problem = vector_file_problem(catalogue.parent / segment_id) if kind in KINDS else None
             if problem:
                 out.append((kind, catalogue.parent / segment_id, problem))
         return out
