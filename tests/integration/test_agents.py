@@ -188,7 +188,9 @@ def test_openai_client_talks_to_the_decoder(embedded):
     assert [m.id for m in client.models.list()] == ["scenemind"]
     reply = client.chat.completions.create(model="scenemind", messages=[{"role": "user", "content": OTHER_QUESTION}])
     answer = reply.choices[0].message.content
-    assert "Clarence Brown" in answer and "[s-" in answer  # the answer cites its scenes
+    # The short answer, then its evidence chain with titles and scene ids.
+    assert answer.startswith("answer: ") and "\nevidence:\n  1. [" in answer and "scene s-" in answer
+    assert "Clarence Brown" in answer
     pieces = [c.choices[0].delta.content for c in client.chat.completions.create(
         model="scenemind", messages=[{"role": "user", "content": OTHER_QUESTION}], stream=True)
         if c.choices and c.choices[0].delta.content]
@@ -227,7 +229,7 @@ def test_service_killed_mid_run_leaves_store_unchanged_and_run_resumes(demo_stor
     server = serve("all", data_dir, work)
     graph = build_graph(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "kill"}}
-    ctx = Context(agents=agents_at(server.url))
+    ctx = Context(agents=agents_at(server.url), write_back=True)  # the resumed run writes its field
     before = store_snapshot(data_dir)
     seen = []
     try:

@@ -45,7 +45,8 @@ def test_server_store_thinks_like_the_embedded_store(server, small_corpus, embed
     again = Memory(str(remote_dir), embedder, store_url=url).ingest(small_corpus)
     assert again.added == 0 and again.already_present == 20  # idempotent through the server too
     Memory(str(local_dir), embedder, create=True).ingest(small_corpus)
-    on_server = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=str(remote_dir), store_url=url))
+    on_server = graph.invoke({"question": DEMO_QUESTION},
+                             context=Context(data_dir=str(remote_dir), store_url=url, write_back=True))
     embedded = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=str(local_dir)))
     assert on_server["answer"] == embedded["answer"] and on_server["citations"] == embedded["citations"]
     assert {e.title for e in on_server["evidence"]} >= NEEDED
