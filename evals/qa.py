@@ -200,7 +200,7 @@ def print_table(summary: dict[str, Any]) -> None:
           f"decode p50 {summary['decode_ms']['p50']:.0f} ms, p95 {summary['decode_ms']['p95']:.0f} ms")
 
 
-def report(records: Path = RECORDS, results: Path = RESULTS) -> str:
+def report(records: Path = RECORDS, results: Path = RESULTS, note: str = "") -> str:
     """Every recorded run as one RESULTS.md section and a PNG of F1 / evidence per set."""
     from evals.results import replace_section
 
@@ -230,6 +230,8 @@ def report(records: Path = RECORDS, results: Path = RESULTS) -> str:
         lines.append(f"- {r['name']}: " + "; ".join(parts))
     png = results.parent / "qa.png"
     _plot(runs, png)
+    if note:
+        lines += ["", note]
     lines += ["", f"![answer F1 and evidence per set]({png.name})"]
     body = "\n".join(lines)
     replace_section(results, "Answers and evidence", body)
@@ -269,10 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ap.add_argument("--record", metavar="NAME", help=f"keep this run's figures in {RECORDS.name}/NAME.json")
     ap.add_argument("--report", action="store_true", help="write every recorded run into RESULTS.md + PNG")
+    ap.add_argument("--note", default="", help="with --report: a paragraph under the table (conditions, caveats)")
     ap.add_argument("--verbose", action="store_true", help="one line per question on stderr")
     args = ap.parse_args(argv)
     if args.report:
-        print(report())
+        print(report(note=args.note))
         return 0
     if not args.questions:
         ap.error("--questions is required (or --report)")
