@@ -26,6 +26,7 @@ from adapters.embedder import Embedder
 from state.errors import DecoderConfigError, DecoderUnavailable, SceneMindError
 from state.models import Evidence, Formula, Recalled
 
+
 @dataclass
 class Decoded:
     answer: str

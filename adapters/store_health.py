@@ -176,22 +176,25 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
             return SceneStore(str(data), embedder.name, embedder.dim, store_url=store_url, create=True,
                               fingerprint=fingerprint, lock=lock, check_files=False)
 
+        def reopen_without(damage: list[tuple[Path, str]]) -> SceneStore:
+            """Move each damaged path aside (never delete), saying why, then open the store afresh."""
+            for path, why in damage:
+                say(why)
+                report.moved_aside.append(str(_aside(path)))
+            _reset_chroma_cache(chroma_dir)
+            return open_store()
+
         try:
             store = open_store()
         except StoreDamaged:
             if store_url:
                 raise
-            say(f"the Chroma store at {chroma_dir} cannot be opened: moving it aside")
-            report.moved_aside.append(str(_aside(chroma_dir)))
-            _reset_chroma_cache(chroma_dir)
-            store = open_store()
-        damaged = store.damaged_vector_files()
-        for _, segment, problem in damaged:  # before any read: Chroma may crash on them
-            say(f"{problem}: moving {segment} aside, its vectors are re-embedded")
-            report.moved_aside.append(str(_aside(segment)))
+            store = reopen_without([(chroma_dir, f"the Chroma store at {chroma_dir} cannot be opened: "
+                                                 "moving it aside")])
+        damaged = store.damaged_vector_files()  # before any read: Chroma may crash on them
         if damaged:
-            _reset_chroma_cache(chroma_dir)
-            store = open_store()
+            store = reopen_without([(segment, f"{problem}: moving {segment} aside, its vectors are re-embedded")
+                                    for _, segment, problem in damaged])
         store.finish_rebuild()
         try:
             ids = store.all_ids()
@@ -199,10 +202,8 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
             segment = None if store_url else _vector_segment(chroma_dir, str(store.collections["scenes"].id))
             if segment is None:
                 raise
-            say(f"the vector index {segment} cannot be loaded: moving it aside, vectors are re-embedded")
-            report.moved_aside.append(str(_aside(segment)))
-            _reset_chroma_cache(chroma_dir)
-            store = open_store()
+            store = reopen_without([(segment, f"the vector index {segment} cannot be loaded: moving it aside, "
+                                              "vectors are re-embedded")])
             ids = store.all_ids()
         items, reembedded = _scene_items(store, ids, embedder, say)
         report.scenes, report.reembedded = len(items), reembedded
