@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS moments (id INTEGER PRIMARY KEY CHECK (id = 1), count
                                     total BLOB, outer BLOB);
 """
 BM25_K1, BM25_B = 1.2, 0.75
-SCHEMA_VERSION = 2
+# 3: Russian keys are lemmas (adapters/lexicon.py); an older index keys Russian by surface form.
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -110,7 +111,8 @@ class CouplingIndex:
         has_tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene'").fetchone()
         if has_tables and version != SCHEMA_VERSION:
             raise StoreUnavailable(f"{self.path} was written by another scenemind version (couplings schema "
-                                   f"{version}, this one reads {SCHEMA_VERSION}): ingest into a fresh data dir")
+                                   f"{version}, this one reads {SCHEMA_VERSION}): run `scenemind --data-dir "
+                                   f"{self.data_dir} repair` to rebuild it from the stored scenes")
 
     def make_writable(self) -> None:
         """Reopen for writing (an ingest in a process that opened the index to read)."""

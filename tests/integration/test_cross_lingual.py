@@ -63,3 +63,32 @@ def test_inflected_russian_forms_meet_in_one_scene(mixed_store):
 def test_a_russian_two_hop_question_follows_a_bridge_through_english_scenes(mixed_store):
     top = ranked_titles(mixed_store, "В каком городе родился режиссёр фильма «Габи: правдивая история»?")[:2]
     assert set(top) == {"Gaby: A True Story", "Luis Mandoki"}
+
+
+def test_an_index_from_before_russian_lemmas_is_refused_in_one_line_and_repair_rebuilds_it(mixed_store, tmp_path,
+                                                                                           capsys):
+    import shutil
+    import sqlite3
+
+    from graph.cli import main
+
+    # An index written before lemmas: Russian keys in surface forms, the old schema number.
+    data_dir = str(tmp_path / "old_store")
+    shutil.copytree(mixed_store, data_dir)
+    db = sqlite3.connect(f"{data_dir}/couplings.sqlite")
+    db.execute("UPDATE scene_key SET key = 't:варшаве' WHERE key = 't:варшава'")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+
+    question = ["--data-dir", data_dir, "--embedder", E5_SMALL, "ask", "Какой сад есть в Варшаве?"]
+    assert main(question) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "couplings schema 2" in err and f"--data-dir {data_dir} repair" in err
+
+    assert main(["--data-dir", data_dir, "--embedder", E5_SMALL, "repair"]) == 0
+    db = sqlite3.connect(f"{data_dir}/couplings.sqlite")
+    keys = {k for (k,) in db.execute("SELECT key FROM scene_key")}
+    db.close()
+    assert "t:варшава" in keys and "t:варшаве" not in keys
+    assert ranked_titles(data_dir, "Какой сад есть в Варшаве?")[0] == "Варшава"
