@@ -12,6 +12,10 @@ capitalised adjective heads the lowercase noun phrase that agrees with it
 («Московского государственного университета» -> московский государственный
 университет). Words without Cyrillic letters are untouched, so English keys are
 exactly what they were.
+
+KEYS_VERSION names what `scene_keys` gives: bump it whenever a change alters the keys
+of any text (tests/unit/test_lexicon_russian.py pins the keys of the demo corpora to it),
+so cached eval stores built with older keys are never reused.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ _GENERIC = set("""also one two first second new later known called named based a
 besides s t don should now against above below further doing myself ourselves yourself yourselves himself
 herself itself themselves""".split())
 
+KEYS_VERSION = 2  # 1: surface forms; 2: Russian lemmas (pymorphy3)
 _WORD = re.compile(r"\w+(?:[-'’.]\w+)*", re.UNICODE)
 _QUOTED = re.compile(r"[\"“«„]([^\"”»“]{2,80})[\"”»“]")
 _YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")

@@ -11,7 +11,9 @@ a list of `{title, text}` or a dict `title -> [sentences]`. A passage is title +
 recall@k per question is |gold ∩ top-k| / |gold|, averaged (HippoRAG's definition).
 
 The corpus is ingested into an isolated store under evals/.cache, keyed by a hash of
-its passages, so reruns skip ingestion. Each question runs through the graph's
+its passages, the embedder and the versions of the couplings index and the lexicon's keys,
+so reruns skip ingestion and a changed lexicon never reuses a stale index (a store of the
+same passages and embedder from older versions keeps its vectors; its index is rebuilt). Each question runs through the graph's
 retrieval path (`build_graph(retrieval_only=True)`: interpret → build_scene →
 resonate → expand ⇄ probe), ranked by final activation. Modes:
 - dense: one dense search in the store, nothing else (the one-shot baseline);
@@ -94,17 +96,46 @@ def load_corpus(path: str | None, questions: list[Question]) -> list[tuple[str, 
     return [(p["title"], p.get("text", p.get("paragraph_text", ""))) for p in raw]
 
 
+VECTORS_OF = "vectors-of"  # in each cached store: the hash of its embedder and passages
+
+
+def _digest(prefix: str, records: list) -> str:
+    digest = hashlib.sha256(prefix.encode())
+    for r in records:
+        digest.update(r.scene_id.encode())
+    return digest.hexdigest()[:16]
+
+
+def _reuse_vectors(cache: Path, vectors_key: str, data_dir: Path, embedder: str) -> None:
+    """Move a cached store of the same passages and embedder from older index/key versions to `data_dir`
+    and rebuild its couplings index from its scenes (embedding is the slow part; keys are quick)."""
+    from adapters.store_health import repair
+
+    older = [d for d in cache.glob("*") if (d / VECTORS_OF).is_file() and (d / VECTORS_OF).read_text() == vectors_key]
+    if (cache / vectors_key).is_dir():  # cached before the key held versions: named by the vectors' hash
+        older.append(cache / vectors_key)
+    if older:
+        print(f"reusing the vectors of {older[0]}: rebuilding its couplings index", file=sys.stderr)
+        older[0].rename(data_dir)
+        for stale in data_dir.glob("couplings.sqlite*"):  # the index (and its WAL) is derived: rebuilt below
+            stale.unlink()
+        repair(str(data_dir), embedder)
+
+
 def build_store(corpus: list[tuple[str, str]], embedder: str, cache: Path = CACHE) -> tuple[str, dict[str, str]]:
     """An isolated, cached store for this corpus; and passage key -> scene id."""
+    from adapters.coupling_index import SCHEMA_VERSION
+    from adapters.lexicon import KEYS_VERSION
     from adapters.memory import open_memory
     from adapters.sources import SceneRecord
 
     records = [SceneRecord(text=text.strip(), title=title.strip() or None) for title, text in corpus if text.strip()]
-    digest = hashlib.sha256(embedder.encode())
-    for r in records:
-        digest.update(r.scene_id.encode())
-    data_dir = cache / digest.hexdigest()[:16]
+    vectors_key = _digest(embedder, records)  # what the vectors depend on
+    data_dir = cache / _digest(f"{embedder}|couplings {SCHEMA_VERSION}|keys {KEYS_VERSION}", records)
+    if not data_dir.exists():
+        _reuse_vectors(cache, vectors_key, data_dir, embedder)
     mem = open_memory(str(data_dir), embedder, create=True)
+    (data_dir / VECTORS_OF).write_text(vectors_key)
     total = len(records)
 
     def progress(n: int, done=[0]) -> None:  # noqa: B006 - a counter local to this call

@@ -68,3 +68,18 @@ def test_english_keys_are_untouched():
 def test_names_the_dictionary_lacks_are_cut_to_one_stem():
     assert {norm(f) for f in ("Бронкос", "Бронкосу", "Бронкоса")} == {"бронкос"}
     assert norm("Джеймсу Дьюару") == norm("Джеймс Дьюар")
+
+
+def test_the_keys_of_the_demo_corpora_are_pinned_to_keys_version():
+    # Cached eval stores are keyed by KEYS_VERSION: a change that alters any key must bump it (and this digest).
+    import hashlib
+    import json
+
+    from adapters.lexicon import KEYS_VERSION
+    from adapters.sources import read_sources
+    from scenemind_data import DEMO_SCENES, DEMO_SCENES_XQUAD
+
+    digest = hashlib.sha256()
+    for r in read_sources([str(DEMO_SCENES), str(DEMO_SCENES_XQUAD)]):
+        digest.update(json.dumps(scene_keys(r.text, r.title), sort_keys=True, ensure_ascii=False).encode())
+    assert (KEYS_VERSION, digest.hexdigest()[:16]) == (2, "7a9fb6cd80e1c16f")
