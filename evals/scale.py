@@ -1,0 +1,577 @@
+"""Scale benchmark: memories of 10k, 100k and 1M scenes; ingest, memory, disk, graph and latency at each.
+
+    python -m evals.scale [--sizes 10000 100000 1000000] [--questions 100] [--real-ingest 10000]
+                          [--cache evals/.scale] [--json] [--record] [--plot evals/scale.png]
+
+What each memory holds: the 1,890 passages of musique_train_corpus (the gold passages of
+the 100 musique_train questions and their distractors, embedded for real), plus synthetic
+scenes up to the size: 3-5 real sentences of the 2WikiMultihopQA and HotpotQA corpora
+(never MuSiQue's, so no distractor copies a gold sentence), drawn at random and joined,
+titled by the first sentence's article. The draw is seeded per block of 10,000 scenes, so
+the 10k memory is the first 10k scenes of the 100k one, which is the start of the 1M one.
+
+How their vectors are made: every pool sentence and article title is embedded once with the
+memory's embedder (cached); a synthetic scene's vector is the normalised sum of its title's
+and its sentences' vectors. They are written through `adapters.bulk_ingest` (the same store,
+couplings and locks as `scenemind ingest`, without the embedder), so the embedder is not the
+subject. `--real-ingest N` also ingests the first N scenes the ordinary way (`Memory.ingest`,
+the embedder timed apart) into a store of their own: the ingest split, how close the summed
+vectors are to real ones, and the recall and latency on real vectors beside the bulk ones.
+
+Each store is built once, in a child process, and kept under --cache (delete a folder to
+rebuild it); measurements run in another child, so each peak RSS is that process's own:
+- build: seconds for vectors / store (Chroma) / keys (text -> couplings) / couplings (SQLite);
+- query: coupling-graph build (cold, from the index), incremental update (1,000 new scenes
+  into the in-memory graph), and per question of musique_train (gold passages all in memory)
+  the retrieval graph (interpret -> build_scene -> resonate -> expand <-> probe, as
+  `evals.multihop --mode full`): resonate, each probe, and the whole run, p50/p95; recall@k;
+  where the time goes (store query, BM25, entity bonus, spreading, scene reads);
+- disk: the Chroma folder and couplings.sqlite.
+Progress goes to stderr; the load average is recorded next to every timing (shared cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("SCENEMIND_SHARED_DATA", ROOT.parent.parent / "shared" / "data")) / "multihop"
+CACHE = ROOT / ".scale"
+QUESTIONS = DATA / "musique_train.json"
+POOL_CORPORA = (DATA / "2wikimultihopqa_corpus.json", DATA / "hotpotqa_train_corpus.json")
+BLOCK = 10_000  # synthetic scenes drawn per seeded block
+SEED = 20261129
+MIN_AVAILABLE_GIB = 6.0  # a build stops when the machine has less than this available
+WARM_QUESTION = "Where was the director of the film Gaby: A True Story born?"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
+
+
+# --- the scenes -----------------------------------------------------------------------------
+class Pool:
+    """Sentences of the pool corpora with their article titles, and (once embedded) their vectors."""
+
+    def __init__(self, cache: Path, limit: int = 0):
+        sentences = []
+        for path in POOL_CORPORA:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            items = raw.items() if isinstance(raw, dict) else ((p["title"], p["text"]) for p in raw)
+            for title, text in items:
+                parts = [s.strip() for s in text] if isinstance(text, list) else _SENTENCE.split(text)
+                sentences.extend((s, title.strip()) for s in (" ".join(p.split()) for p in parts) if 30 <= len(s) <= 400)
+        if limit:
+            sentences = sentences[:limit]
+        self.titles = list(dict.fromkeys(t for _, t in sentences))
+        title_of = {t: n for n, t in enumerate(self.titles)}
+        self.text = [s for s, _ in sentences]
+        self.title_id = np.array([title_of[t] for _, t in sentences], dtype=np.int64)
+        self.cache = cache / f"pool_vectors_{len(self.text)}.npz"
+        self.sentence_vectors: np.ndarray | None = None
+        self.title_vectors: np.ndarray | None = None
+        self.embed_seconds = 0.0
+
+    def embed(self, embedder) -> None:
+        if self.cache.exists():
+            saved = np.load(self.cache)
+            if len(saved["sentences"]) == len(self.text) and len(saved["titles"]) == len(self.titles):
+                self.sentence_vectors, self.title_vectors = saved["sentences"], saved["titles"]
+                self.embed_seconds = float(saved["seconds"])
+                return
+        from tqdm import tqdm
+
+        start = time.perf_counter()
+        out = []
+        texts = self.text + self.titles
+        for i in tqdm(range(0, len(texts), 2048), desc="embed pool sentences", unit="k", file=sys.stderr):
+            out.append(embedder.embed(texts[i : i + 2048]))
+        vectors = np.concatenate(out).astype(np.float32)
+        self.embed_seconds = time.perf_counter() - start
+        self.sentence_vectors, self.title_vectors = vectors[: len(self.text)], vectors[len(self.text) :]
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(self.cache, sentences=self.sentence_vectors, titles=self.title_vectors, seconds=self.embed_seconds)
+
+    def block(self, b: int) -> tuple[list[str], list[str], np.ndarray | None]:
+        """Block b of synthetic scenes: (titles, texts, vectors or None before `embed`)."""
+        rng = np.random.default_rng([SEED, b])
+        counts = rng.integers(3, 6, size=BLOCK)
+        picks = rng.integers(0, len(self.text), size=int(counts.sum()))
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        titles = [self.titles[self.title_id[picks[s]]] for s in starts]
+        texts = [" ".join(self.text[i] for i in picks[s:e]) for s, e in zip(starts, ends)]
+        vectors = None
+        if self.sentence_vectors is not None:
+            summed = np.add.reduceat(self.sentence_vectors[picks], starts, axis=0)
+            summed += self.title_vectors[self.title_id[picks[starts]]]
+            vectors = summed / np.linalg.norm(summed, axis=1, keepdims=True)
+        return titles, texts, vectors
+
+
+def synthetic(pool: Pool, count: int, first_block: int = 0):
+    """(records, vectors) of `count` synthetic scenes, block by block from `first_block`."""
+    from adapters.sources import SceneRecord
+
+    b = first_block
+    while count > 0:
+        titles, texts, vectors = pool.block(b)
+        take = min(count, BLOCK)
+        yield ([SceneRecord(text=t, title=h) for h, t in zip(titles[:take], texts[:take])],
+               None if vectors is None else vectors[:take])
+        count -= take
+        b += 1
+
+
+def gold_records(questions_n: int) -> list:
+    """Every paragraph of the first `questions_n` musique_train questions (gold and their own distractors) as
+    records, as evals.multihop ingests them: for all 100 questions, exactly musique_train_corpus."""
+    from adapters.sources import SceneRecord
+    from evals.multihop import load_questions
+
+    records = [SceneRecord(text=x.strip(), title=t.strip() or None)
+               for q in load_questions(str(QUESTIONS))[:questions_n] for t, x in q.pool if x.strip()]
+    return list({r.scene_id: r for r in records}.values())
+
+
+def gold(cache: Path, embedder, questions_n: int) -> tuple[list, np.ndarray, float]:
+    """The questions' paragraphs as records, their real vectors (cached) and the seconds embedding them took."""
+    from adapters.memory import passage_text
+
+    unique = gold_records(questions_n)
+    path = cache / f"gold_vectors_{questions_n}.npz"
+    if path.exists():
+        saved = np.load(path)
+        if len(saved["vectors"]) == len(unique):
+            return unique, saved["vectors"], float(saved["seconds"])
+    start = time.perf_counter()
+    vectors = embedder.embed([passage_text(r.title, r.text) for r in unique])
+    seconds = time.perf_counter() - start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, vectors=vectors, seconds=seconds)
+    return unique, vectors, seconds
+
+
+# --- process facts --------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
+    return float("inf")
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def disk_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20 if path.exists() else 0.0
+
+
+class OutOfMemory(RuntimeError):
+    pass
+
+
+def memory_guard() -> None:
+    free = available_gib()
+    if free < MIN_AVAILABLE_GIB:
+        raise OutOfMemory(f"available memory fell to {free:.1f} GiB (under {MIN_AVAILABLE_GIB} GiB)")
+
+
+# --- building -------------------------------------------------------------------------------
+def store_dir(args: argparse.Namespace, size: int, real: bool = False) -> Path:
+    """One folder per store; a smaller gold set or pool (the test's) gets a name of its own."""
+    name = str(size) + (f"-q{args.gold_questions}" if args.gold_questions != 100 else "") + (
+        f"-p{args.pool}" if args.pool else "") + ("-real" if real else "")
+    return args.cache / name
+
+
+def build(size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or finish) the bulk store of `size` scenes; its report is kept beside it as build.json."""
+    from tqdm import tqdm
+
+    from adapters.bulk_ingest import bulk_ingest
+    from adapters.memory import Memory
+
+    where = store_dir(args, size)
+    if (where / "build.json").exists():
+        return json.loads((where / "build.json").read_text())
+    embedder, pool, (records, vectors, gold_s) = materials(args)
+    mem = Memory(str(where), embedder, create=True)
+    seconds: dict[str, float] = defaultdict(float)
+    load_start = load()
+    bar = tqdm(total=size, desc=f"build {size:,}", unit="scene", file=sys.stderr, smoothing=0.05)
+    start = time.perf_counter()
+    try:
+        for part in bulk_ingest(mem, records, vectors, progress=bar.update, check=memory_guard).seconds.items():
+            seconds[part[0]] += part[1]
+        made = 0.0
+        for block in synthetic(pool, size - len(records)):
+            t0 = time.perf_counter()
+            block_records, block_vectors = block
+            made += time.perf_counter() - t0
+            report = bulk_ingest(mem, block_records, block_vectors, progress=bar.update, check=memory_guard)
+            for part, s in report.seconds.items():
+                seconds[part] += s
+    except OutOfMemory as exc:
+        bar.close()
+        return {"size": size, "aborted": f"{exc} after {bar.n:,} scenes", "peak_rss_mb": peak_rss_mb()}
+    bar.close()
+    wall = time.perf_counter() - start
+    scenes = mem.store.count()
+    # The vectors' cost: the pool's one-time embedding and the gold passages' real embedding, plus summing.
+    out = {
+        "size": size, "scenes": scenes, "wall_s": round(wall, 1),
+        "seconds": {"embed_pool_once": round(pool.embed_seconds, 1), "embed_gold": round(gold_s, 1),
+                    **{k: round(v, 1) for k, v in seconds.items()}},
+        "scenes_per_s": round(scenes / wall, 1),
+        "write_per_s": round(scenes / max(sum(seconds.values()), 1e-9), 1),
+        "peak_rss_mb": round(peak_rss_mb()), "load": [load_start, load()],
+        "disk_mb": disk_sizes(where), "pool_sentences": len(pool.text), "pool_titles": len(pool.titles),
+        "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    (where / "build.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def materials(args: argparse.Namespace) -> tuple[Any, Pool, tuple[list, np.ndarray, float]]:
+    """The embedder, the embedded sentence pool and the gold records with their vectors."""
+    from adapters.embedder import load_embedder
+
+    embedder = load_embedder(args.embedder)
+    pool = Pool(args.cache, args.pool)
+    pool.embed(embedder)
+    return embedder, pool, gold(args.cache, embedder, args.gold_questions)
+
+
+def disk_sizes(where: Path) -> dict[str, float]:
+    chroma, couplings = disk_mb(where / "chroma"), sum(disk_mb(p) for p in where.glob("couplings.sqlite*"))
+    return {"chroma": round(chroma, 1), "couplings": round(couplings, 1), "total": round(chroma + couplings, 1)}
+
+
+def real_ingest(size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The first `size` scenes through `Memory.ingest` (the ordinary path) with the embedder timed apart."""
+    from tqdm import tqdm
+
+    from adapters.memory import Memory
+
+    where = store_dir(args, size, real=True)
+    if (where / "build.json").exists():
+        return json.loads((where / "build.json").read_text())
+    embedder, pool, (records, _, _) = materials(args)
+    n_gold, bulk_vectors = len(records), []
+    for block_records, block_vectors in synthetic(pool, size - n_gold):
+        records.extend(block_records)
+        bulk_vectors.append(block_vectors)
+    spent = [0.0]
+    inner = embedder._embed
+
+    def timed(texts, role):
+        t0 = time.perf_counter()
+        try:
+            return inner(texts, role)
+        finally:
+            spent[0] += time.perf_counter() - t0
+
+    embedder._embed = timed
+    mem = Memory(str(where), embedder, create=True)
+    spent[0] = 0.0  # the fingerprint texts are not the ingest's
+    load_start = load()
+    bar = tqdm(total=len(records), desc=f"real ingest {size:,}", unit="scene", file=sys.stderr)
+    start = time.perf_counter()
+    mem.ingest(records, progress=bar.update)
+    wall = time.perf_counter() - start
+    bar.close()
+    embedder._embed = inner
+    # How close the summed sentence vectors are to the embedder's own vector of the joined text.
+    synth = records[n_gold : n_gold + 2000]
+    stored = mem.store.get([r.scene_id for r in synth], vectors=True)
+    flat = np.concatenate(bulk_vectors)[: len(synth)] if bulk_vectors else np.zeros((0, embedder.dim))
+    cos = [float(stored[r.scene_id]["vector"] @ v) for r, v in zip(synth, flat) if r.scene_id in stored]
+    out = {
+        "size": size, "scenes": mem.store.count(), "wall_s": round(wall, 1),
+        "seconds": {"embed": round(spent[0], 1), "else": round(wall - spent[0], 1)},
+        "scenes_per_s": round(len(records) / wall, 1), "embed_per_s": round(len(records) / max(spent[0], 1e-9), 1),
+        "peak_rss_mb": round(peak_rss_mb()), "load": [load_start, load()], "disk_mb": disk_sizes(where),
+        "summed_vs_real_cosine": {"n": len(cos), "mean": round(float(np.mean(cos)), 3) if cos else None,
+                                  "p5": round(float(np.percentile(cos, 5)), 3) if cos else None},
+        "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    (where / "build.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+# --- measuring ------------------------------------------------------------------------------
+class Stages:
+    """Wall time per retrieval stage, summed over a question's resonances (probes run in threads: CPU-ish sums)."""
+
+    NAMES = ("store_query", "query_entities", "bm25", "entity_bonus", "spread", "scene_reads", "crystals")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now: dict[str, float] = defaultdict(float)
+
+    def wrap(self, owner: Any, attr: str, name: str) -> None:
+        inner = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.now[name] += time.perf_counter() - t0
+
+        setattr(owner, attr, timed)
+
+    def take(self) -> dict[str, float]:
+        with self.lock:
+            out, self.now = dict(self.now), defaultdict(float)
+        return out
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": None, "p95": None, "n": 0}
+    return {"p50": round(1000 * float(np.percentile(values, 50)), 1),
+            "p95": round(1000 * float(np.percentile(values, 95)), 1), "n": len(values)}
+
+
+def measure(where: Path, args: argparse.Namespace, ks=(2, 5, 10)) -> dict[str, Any]:
+    """Open the store cold, build its coupling graph, run the questions, update the graph by 1,000 scenes."""
+    from tqdm import tqdm
+
+    from adapters.coupling_index import CouplingGraph
+    from adapters.lexicon import scene_keys
+    from adapters.memory import open_memory
+    from evals.multihop import load_questions, passage_key
+    from graph.builder import build_graph
+    from state.context import Context
+
+    load_start = load()
+    t0 = time.perf_counter()
+    mem = open_memory(str(where), args.embedder)
+    open_s = time.perf_counter() - t0
+    rss_open = peak_rss_mb()
+    t0 = time.perf_counter()
+    graph = mem.couplings.graph()
+    graph_s = time.perf_counter() - t0
+    rss_graph = peak_rss_mb()
+    stages = Stages()
+    stages.wrap(mem.store, "nearest_ids", "store_query")
+    stages.wrap(mem.store, "nearest", "crystals")
+    stages.wrap(mem, "scenes", "scene_reads")
+    for attr, name in (("bm25", "bm25"), ("entity_bonus", "entity_bonus"), ("spread", "spread"),
+                       ("query_entities", "query_entities")):
+        stages.wrap(CouplingGraph, attr, name)
+    ctx = Context(data_dir=str(where), embedder=args.embedder)
+    retrieval = build_graph(retrieval_only=True)
+    t0 = time.perf_counter()
+    retrieval.invoke({"question": WARM_QUESTION}, context=ctx)  # loads the HNSW index and warms the caches
+    first_s = time.perf_counter() - t0
+    stages.take()
+
+    ids = {passage_key(r.title or "", r.text): r.scene_id for r in gold_records(args.gold_questions)}
+    questions = load_questions(str(QUESTIONS))[: args.questions]
+    full, reson, probes, recalls = [], [], [], defaultdict(list)
+    stage_rows: list[dict[str, float]] = []
+    for q in tqdm(questions, desc=f"questions at {graph.n:,}", file=sys.stderr):
+        started: dict[str, float] = {}
+        final: dict = {}
+        t_start = time.perf_counter()
+        for mode, ev in retrieval.stream({"question": q.text}, context=ctx, stream_mode=["tasks", "values"]):
+            now = time.perf_counter()
+            if mode == "values":
+                final = ev
+            elif "result" in ev or "error" in ev:
+                spent = now - started.pop(ev["id"], now)
+                if ev["name"] == "resonate":
+                    reson.append(spent)
+                elif ev["name"] == "probe":
+                    probes.append(spent)
+            else:
+                started[ev["id"]] = now
+        full.append(time.perf_counter() - t_start)
+        stage_rows.append(stages.take())
+        gold_ids = {ids.get(passage_key(t, x)) for t, x in q.gold} - {None}
+        ranked = [r.id for r in sorted(final.get("active", {}).values(), key=lambda r: -r.score)]
+        for k in ks:
+            recalls[k].append(len(gold_ids & set(ranked[:k])) / len(gold_ids) if gold_ids else 0.0)
+    load_queries = load()
+    # Incremental: 1,000 scenes that are in no store, into the in-memory graph (keys computed beforehand).
+    pool = Pool(args.cache, args.pool)
+    extra = next(synthetic(pool, 1000, first_block=10_000))[0]
+    keyed = [(r.scene_id, r.title, scene_keys(r.text, r.title)) for r in extra]
+    t0 = time.perf_counter()
+    for sid, title, keys in keyed:
+        graph.add(sid, title, keys)
+    graph.ready()
+    update_s = time.perf_counter() - t0
+    return {
+        "scenes": graph.n - len(keyed), "open_s": round(open_s, 2), "graph_build_s": round(graph_s, 2),
+        "graph_update_1000_s": round(update_s, 3), "first_query_s": round(first_s, 2),
+        "latency_ms": {"resonate": percentiles(reson), "probe": percentiles(probes), "full": percentiles(full)},
+        "stages_ms_p50": {n: round(1000 * float(np.median([r.get(n, 0.0) for r in stage_rows])), 1)
+                          for n in Stages.NAMES},
+        "stages_ms_mean": {n: round(1000 * float(np.mean([r.get(n, 0.0) for r in stage_rows])), 1)
+                           for n in Stages.NAMES},
+        "recall": {f"R@{k}": round(100 * float(np.mean(v)), 1) for k, v in recalls.items()},
+        "questions": len(questions),
+        "peak_rss_mb": round(peak_rss_mb()), "rss_after_open_mb": round(rss_open), "rss_after_graph_mb": round(rss_graph),
+        "load": [load_start, load_queries], "disk_mb": disk_sizes(where),
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+# --- driving --------------------------------------------------------------------------------
+def child(step: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one step in a fresh process (its own peak RSS); its JSON is the last line of its stdout."""
+    cmd = [sys.executable, "-m", "evals.scale", "--step", step, "--sizes", str(size), "--questions",
+           str(args.questions), "--gold-questions", str(args.gold_questions), "--pool", str(args.pool),
+           "--cache", str(args.cache), "--embedder", args.embedder]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT.parent)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        return {"error": f"step {step} at {size:,} exited {proc.returncode}"}
+    return json.loads(lines[-1])
+
+
+def run_step(step: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
+    if step == "build":
+        return build(size, args)
+    if step == "real":
+        return real_ingest(size, args)
+    if step == "query":
+        return measure(store_dir(args, size), args)
+    if step == "query-real":
+        return measure(store_dir(args, size, real=True), args)
+    raise ValueError(step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--questions", type=int, default=100, help="measure the first N musique_train questions")
+    ap.add_argument("--gold-questions", type=int, default=100,
+                    help="memory holds the paragraphs of the first N questions (100: all of musique_train_corpus)")
+    ap.add_argument("--pool", type=int, default=0, help="draw synthetic scenes from the first N pool sentences only")
+    ap.add_argument("--real-ingest", type=int, default=10_000, metavar="N",
+                    help="also ingest the first N scenes through Memory.ingest with the real embedder (0: skip)")
+    ap.add_argument("--cache", type=Path, default=CACHE)
+    ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ap.add_argument("--record", action="store_true", help="replace the Scale section of evals/RESULTS.md")
+    ap.add_argument("--plot", default=str(ROOT / "scale.png"))
+    ap.add_argument("--step", choices=("build", "real", "query", "query-real"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if any(s < 1 for s in args.sizes):
+        ap.error("sizes must be positive")
+    if not 1 <= args.questions <= args.gold_questions <= 100:
+        ap.error("need 1 <= --questions <= --gold-questions <= 100 (musique_train has 100 questions)")
+    if args.step:  # a child: one step, JSON on the last line
+        print(json.dumps(run_step(args.step, args.sizes[0], args)))
+        return 0
+    results: dict[str, Any] = {"sizes": {}, "questions": args.questions}
+    for size in sorted(args.sizes):
+        row: dict[str, Any] = {"build": child("build", size, args)}
+        if "error" not in row["build"] and "aborted" not in row["build"]:
+            row["query"] = child("query", size, args)
+        if args.real_ingest and size == args.real_ingest:
+            row["real"] = child("real", size, args)
+            if "error" not in row["real"]:
+                row["query_real"] = child("query-real", size, args)
+        results["sizes"][str(size)] = row
+        print(f"{size:,}: {json.dumps(row)}", file=sys.stderr)
+    print(table(results))
+    if args.plot:
+        plot(results, Path(args.plot))
+    if args.record:
+        record(results, args)
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    head = ("| scenes | write scenes/s | peak RSS build MB | disk MB | graph build s | graph +1,000 s | "
+            "resonate p50/p95 ms | probe p50/p95 ms | full p50/p95 ms | R@2/5/10 | peak RSS query MB | load |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for size, row in results["sizes"].items():
+        b, q = row.get("build", {}), row.get("query", {})
+        if "latency_ms" not in q:
+            lines.append(f"| {int(size):,} | {b.get('aborted') or b.get('error') or q.get('error', '-')} |")
+            continue
+        lat = q["latency_ms"]
+        lines.append(
+            f"| {int(size):,} | {b['write_per_s']:.0f} | {b['peak_rss_mb']:,} | {q['disk_mb']['total']:,.0f} | "
+            f"{q['graph_build_s']:.1f} | {q['graph_update_1000_s']:.2f} | "
+            f"{lat['resonate']['p50']:.0f}/{lat['resonate']['p95']:.0f} | {lat['probe']['p50']:.0f}/"
+            f"{lat['probe']['p95']:.0f} | {lat['full']['p50']:.0f}/{lat['full']['p95']:.0f} | "
+            f"{q['recall']['R@2']:.1f}/{q['recall']['R@5']:.1f}/{q['recall']['R@10']:.1f} | "
+            f"{q['peak_rss_mb']:,} | {q['load'][0]}-{q['load'][1]} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(int(s), r["query"]) for s, r in results["sizes"].items() if "latency_ms" in r.get("query", {})]
+    if not rows:
+        return
+    sizes = [s for s, _ in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name in ("resonate", "probe", "full"):
+        ax1.plot(sizes, [q["latency_ms"][name]["p50"] for _, q in rows], "o-", label=f"{name} p50")
+        ax1.plot(sizes, [q["latency_ms"][name]["p95"] for _, q in rows], "x--", alpha=0.6, label=f"{name} p95")
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("scenes in memory")
+    ax1.set_ylabel("ms")
+    ax1.set_title("retrieval latency")
+    ax1.legend(fontsize=7)
+    ax2.plot(sizes, [q["peak_rss_mb"] / 1024 for _, q in rows], "o-", label="peak RSS, query process")
+    builds = [(int(s), r["build"]) for s, r in results["sizes"].items() if "peak_rss_mb" in r.get("build", {})]
+    ax2.plot([s for s, _ in builds], [b["peak_rss_mb"] / 1024 for _, b in builds], "s-", label="peak RSS, build")
+    ax2.plot(sizes, [q["disk_mb"]["total"] / 1024 for _, q in rows], "^-", label="disk")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("scenes in memory")
+    ax2.set_ylabel("GiB")
+    ax2.set_title("memory and disk")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}", file=sys.stderr)
+
+
+def record(results: dict[str, Any], args: argparse.Namespace) -> None:
+    from evals.results import replace_section
+
+    sizes = " ".join(str(s) for s in sorted(args.sizes))
+    body = (f"Command: `nice -n 10 python -m evals.scale --sizes {sizes} --questions {args.questions} --record`\n"
+            f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).\n\n{table(results)}\n\n"
+            f"Plot: `evals/{Path(args.plot).name}`.\n\n![scale]({Path(args.plot).name})")
+    replace_section(ROOT / "RESULTS.md", "Scale", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
