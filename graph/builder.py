@@ -7,6 +7,7 @@ import copy
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
 from adapters.agent_client import AGENT_RETRY, remote_capable
@@ -35,16 +36,43 @@ STATE_TYPES: tuple[type, ...] = (ThinkingState, AskInput, AskOutput, models.Pars
 def registered(checkpointer: Checkpointer) -> Checkpointer:
     """The checkpointer with scenemind's state types on its serializer's msgpack allowlist.
 
-    A saver built with the default serializer (every type allowed, with a warning for each) gets
-    one that allows exactly the project's types plus LangGraph's own safe ones; a saver given a
-    custom serializer is left as it is.
+    A saver whose serializer is LangGraph's (or a subclass, such as the one `langgraph dev` builds)
+    gets a copy that allows exactly the project's types plus LangGraph's own safe ones; a saver with
+    another serializer, or with its own unpack hook, is left as it is.
     """
-    if not isinstance(checkpointer, BaseCheckpointSaver) or type(checkpointer.serde) is not JsonPlusSerializer:
+    if not isinstance(checkpointer, BaseCheckpointSaver):
         return checkpointer
-    allowed = [(t.__module__, t.__name__) for t in STATE_TYPES]
+    serde = checkpointer.serde
+    if not isinstance(serde, JsonPlusSerializer) or getattr(serde, "_custom_unpack_ext_hook", True):
+        return checkpointer
+    if getattr(serde, "_scenemind_types", False):
+        return checkpointer
+    # `with_msgpack_allowlist` ignores additions while the serializer allows everything (the default,
+    # with a warning per type), so start it from "LangGraph's safe types only" and add ours.
+    strict = copy.copy(serde)
+    strict._allowed_msgpack_modules = None
     clone = copy.copy(checkpointer)
-    clone.serde = JsonPlusSerializer(allowed_msgpack_modules=allowed)
+    clone.serde = strict.with_msgpack_allowlist([(t.__module__, t.__name__) for t in STATE_TYPES])
+    clone.serde._scenemind_types = True
     return clone
+
+
+class SceneMindGraph(CompiledStateGraph):
+    """The compiled graph; every saver it runs with carries the project's types (see `registered`).
+
+    LangGraph applies a graph's allowlist to its saver only in strict mode, and `copy()` (which
+    `langgraph dev` calls to attach its own saver) drops it, so the dev server warned on every
+    thread read and, with LANGGRAPH_STRICT_MSGPACK=true, blocked the types and broke the run.
+    """
+
+    def _apply_checkpointer_allowlist(self, checkpointer):
+        return registered(checkpointer)
+
+
+def compiled(builder: StateGraph, checkpointer: Checkpointer, name: str) -> SceneMindGraph:
+    graph = builder.compile(checkpointer=registered(checkpointer), name=name)
+    graph.__class__ = SceneMindGraph  # same object and fields, one overridden hook (copy() keeps the class)
+    return graph
 
 
 def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False):
@@ -74,10 +102,9 @@ def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False)
     builder.add_edge("build_scene", "resonate")
     builder.add_edge("resonate", "expand")
     builder.add_edge("probe", "expand")  # every probe of a depth finishes before the next expansion
-    checkpointer = registered(checkpointer)
     if retrieval_only:
         builder.add_conditional_edges("expand", after_expand, {"probe": "probe", "review": END, "formulate": END})
-        return builder.compile(checkpointer=checkpointer, name="scenemind-retrieval")
+        return compiled(builder, checkpointer, "scenemind-retrieval")
     add("review", review)
     add("formulate", formulate)
     add("decode", decode)
@@ -87,5 +114,5 @@ def build_graph(checkpointer: Checkpointer = None, retrieval_only: bool = False)
     builder.add_edge("formulate", "decode")
     builder.add_edge("decode", "crystallize")
     builder.add_edge("crystallize", END)
-    return builder.compile(checkpointer=checkpointer, name="scenemind")
+    return compiled(builder, checkpointer, "scenemind")
 

@@ -2,7 +2,8 @@
 (LangGraph Studio, the SDK) can see it, drop scenes from it or pin scenes to its top.
 
 The run stops with an `interrupt` whose value lists the field; it goes on with
-`Command(resume={"drop": [ids], "pin": [ids]})` (or `Command(resume=None)` to keep it as it is).
+`Command(resume={"drop": [ids], "pin": [ids]})`; `{"drop": []}` keeps it as it is. (Not `{}` or `None`:
+LangGraph reads an empty resume map as "resume nothing" and the run pauses again.)
 The edited field is a new revision of `active`, so the reducer replaces the old one.
 """
 
@@ -50,7 +51,7 @@ def review(state: ThinkingState, runtime: Runtime) -> dict:
         "question": state.question,
         "field": [{"id": r.id, "title": r.title, "score": round(r.score, 3), "text": r.text[:SHOWN_CHARS]}
                   for r in top],
-        "resume": 'Command(resume={"drop": [scene ids], "pin": [scene ids]}) or Command(resume=None)',
+        "resume": 'Command(resume={"drop": [scene ids], "pin": [scene ids]}); {"drop": []} keeps the field',
     })
     update = edited(state, answer, ctx.top_k)
     if update:

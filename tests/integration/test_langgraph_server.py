@@ -159,7 +159,7 @@ def test_errors_reach_the_client_with_their_message(server, context, message):
 def test_review_interrupts_in_studio_and_resumes_with_an_edit(server):
     from langgraph_sdk import get_sync_client
 
-    url, _, _ = server
+    url, _, log_path = server
     client = get_sync_client(url=url, api_key=None)
     thread = client.threads.create()
     _, errors, _ = _run(client, thread["thread_id"], input={"question": QUESTION}, context={"review": True})
@@ -174,3 +174,9 @@ def test_review_interrupts_in_studio_and_resumes_with_an_edit(server):
     assert not errors, errors
     assert field["Luis Mandoki"] not in final["citations"] and final["answer"] != "Mexico City"
     assert client.threads.get_state(thread["thread_id"])["next"] == []
+    # A second turn on the thread, kept as it is: the server reads the typed thread back again.
+    _run(client, thread["thread_id"], input={"question": QUESTION}, context={"review": True})
+    _, errors, kept = _run(client, thread["thread_id"], command={"resume": {"drop": []}}, context={"review": True})
+    assert not errors and kept["answer"] == "Mexico City"
+    log = log_path.read_text()
+    assert "unregistered type" not in log and "Blocked deserialization" not in log

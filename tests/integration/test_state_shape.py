@@ -88,6 +88,43 @@ def test_a_sqlite_thread_reads_back_typed_without_unregistered_type_warnings(dem
     assert again["answer"] == "Mexico City"
 
 
+# What `langgraph dev` does with the exported graph: attach its own saver with `copy()`, then read the
+# thread back on every turn and on resume. A subprocess, because LangGraph reads the strict-mode switch
+# at import and warns once per type per process.
+_SERVER_LIKE = """
+import json, logging, sys
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+from graph import graph
+from state.context import Context
+records = []
+logging.getLogger().addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: records.append(r.getMessage())})())
+served = graph.copy(update={"checkpointer": InMemorySaver()})
+ctx = Context(data_dir=sys.argv[1], review=True)
+config = {"configurable": {"thread_id": "t"}}
+answers = []
+for q in sys.argv[2:]:
+    served.invoke({"question": q}, config, context=ctx)
+    answers.append(served.invoke(Command(resume={"drop": []}), config, context=ctx)["answer"])
+print(json.dumps({"answers": answers, "warnings": [m for m in records if "msgpack" in m or "registered" in m]}))
+"""
+
+
+@pytest.mark.parametrize("strict", ["false", "true"])
+def test_a_served_graph_reads_its_threads_back_without_warnings_or_blocks(demo_store, strict):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LANGGRAPH_STRICT_MSGPACK": strict}
+    done = subprocess.run([sys.executable, "-c", _SERVER_LIKE, demo_store, DEMO_QUESTION, DEMO_QUESTION],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["answers"] == ["Mexico City", "Mexico City"]
+    assert out["warnings"] == []
+
+
 @pytest.mark.parametrize("context,message", [
     ({"top_k": "abc"}, "setting top_k (SCENEMIND_TOP_K) must be an integer, got 'abc'"),
     ({"topk": 3}, "unknown setting(s) 'topk' (did you mean 'top_k'?)"),
