@@ -52,6 +52,8 @@ class TrainReport:
     train_s: float
     qlora: bool
     device: str
+    # What the base's 4-bit layers really are (quant type, double quantization, compute dtype); None unquantized.
+    quantization: dict[str, Any] | None = None
 
 
 # ---------- data ----------
@@ -155,6 +157,7 @@ def train_adapter(task: Task, data: str, base: str, out: str, *, qlora: bool = F
     torch.manual_seed(seed)
     random.seed(seed)
     model = load_base(folder, "4bit" if qlora else "", for_training=True)
+    quantization = quantization_of(model)
     if qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=torch.cuda.is_available())
     if earlier is not None:
@@ -195,9 +198,19 @@ def train_adapter(task: Task, data: str, base: str, out: str, *, qlora: bool = F
     report = TrainReport(task=task, base=str(folder), out=str(out_dir.resolve()), examples=len(examples),
                          steps=steps, first_loss=round(losses[0], 4),
                          final_loss=round(sum(losses[-10:]) / len(losses[-10:]), 4), train_s=round(took, 1),
-                         qlora=qlora, device=str(dev))
+                         qlora=qlora, device=str(dev), quantization=quantization)
     (out_dir / ADAPTER_META).write_text(json.dumps({**asdict(report), "kind": task}, indent=2))
     return report
+
+
+def quantization_of(model: Any) -> dict[str, Any] | None:
+    """How the first 4-bit layer of `model` is stored (read from bitsandbytes' quant state), or None."""
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if state is not None:
+            return {"layer": type(module).__name__, "quant_type": state.quant_type, "double_quant": bool(state.nested),
+                    "compute_dtype": str(getattr(module, "compute_dtype", None)).removeprefix("torch.")}
+    return None
 
 
 # ---------- tiny models from scratch (tests, `--base tiny`) ----------

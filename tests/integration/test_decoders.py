@@ -118,18 +118,38 @@ def test_plain_prompt_with_a_bert_tokenizer(bert_tokenized_lm):
     assert decoded.answer.strip() and decoded.citations == ["a1b2", "c3d4"]
 
 
-def test_generation_is_bounded_by_tokens_and_time(tiny_lm):
-    chat = LocalChatModel(model_path=tiny_lm, max_new_tokens=5)
-    tokenizer = chat._loaded[1]
-    short = chat.invoke("Who directed Gaby?").content
-    longer = LocalChatModel(model_path=tiny_lm, max_new_tokens=40).invoke("Who directed Gaby?").content
-    # Re-tokenizing decoded text may split differently, hence the slack; the longer run must be longer.
-    assert 1 <= len(tokenizer(short, add_special_tokens=False)["input_ids"]) <= 10
-    assert longer.startswith(short) and len(longer) > len(short)
-    slow = LocalChatModel(model_path=tiny_lm, max_new_tokens=2000, timeout_s=0.3)
+@pytest.fixture(scope="module")
+def endless_lm(tiny_lm, tmp_path_factory) -> str:
+    """The tiny model with end-of-sequence blocked (min_new_tokens in its generation config): only a limit stops it.
+
+    The seeded tiny model ends by itself after ~35 tokens in a few ms, which would hide a limit that is ignored.
+    """
+    import shutil
+
+    from transformers import GenerationConfig
+
+    folder = tmp_path_factory.mktemp("endless_lm")
+    shutil.copytree(tiny_lm, folder, dirs_exist_ok=True)
+    config = GenerationConfig.from_pretrained(str(folder))
+    config.min_new_tokens = 1_000_000
+    config.save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_generation_is_bounded_by_tokens_and_time(endless_lm):
+    short = LocalChatModel(model_path=endless_lm, max_new_tokens=5).invoke("Who directed Gaby?")
+    longer = LocalChatModel(model_path=endless_lm, max_new_tokens=40).invoke("Who directed Gaby?")
+    # The model cannot end by itself: each reply is cut at exactly max_new_tokens, and says so.
+    assert short.response_metadata["finish_reason"] == "length" and short.usage_metadata["output_tokens"] == 5
+    assert longer.response_metadata["finish_reason"] == "length" and longer.usage_metadata["output_tokens"] == 40
+    assert longer.content.startswith(short.content) and len(longer.content) > len(short.content)
+    # A token bound it would take seconds to reach: decoder_timeout_s cuts it first.
+    slow = LocalChatModel(model_path=endless_lm, max_new_tokens=20_000, timeout_s=0.3)
     start = time.perf_counter()
-    text = slow.invoke("Who directed Gaby?").content
-    assert time.perf_counter() - start < 5 and len(tokenizer(text)["input_ids"]) < 2000
+    reply = slow.invoke("Who directed Gaby?")
+    took = time.perf_counter() - start
+    assert reply.response_metadata["finish_reason"] == "time", reply.response_metadata
+    assert 0.3 <= took < 3 and 0 < reply.usage_metadata["output_tokens"] < 20_000
 
 
 def test_messages_stream_yields_tokens_before_the_decode_update(demo_store, tiny_lm):
@@ -189,14 +209,21 @@ def test_trained_decoder_adapter_reloads_changes_output_and_cites(demo_store, ti
 
 
 def test_qlora_training_runs_on_cpu(tiny_lm, tmp_path):
+    from adapters.chat_models import compute_dtype
     from adapters.training import train_adapter
 
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "q?", "scenes": [{"id": "a", "text": "Gaby"}], "answer": "A [a]"}) + "\n")
-    report = train_adapter("decoder", str(data), tiny_lm, str(tmp_path / "q"), qlora=True, max_steps=2,
+    report = train_adapter("decoder", str(data), tiny_lm, str(tmp_path / "q"), qlora=True, max_steps=30, lr=1e-2,
                            progress=False)
-    assert report.qlora and (tmp_path / "q" / "adapter_model.safetensors").exists()
-    assert np.isfinite(report.final_loss)
+    # The base it trained on held 4-bit NF4 layers with double quantization, computing in the device's dtype
+    # (read back from bitsandbytes' quant state, not echoed from the flag).
+    assert report.quantization == {"layer": "Linear4bit", "quant_type": "nf4", "double_quant": True,
+                                   "compute_dtype": str(compute_dtype()).removeprefix("torch.")}
+    saved = json.loads((tmp_path / "q" / "scenemind_adapter.json").read_text())
+    assert saved["qlora"] and saved["quantization"] == report.quantization
+    assert (tmp_path / "q" / "adapter_model.safetensors").exists()
+    assert report.final_loss < 0.5 * report.first_loss, report  # it learned through the 4-bit base
 
 
 def test_4bit_and_8bit_load_and_generate_on_cpu(tiny_lm):
@@ -404,14 +431,36 @@ def test_field_decoder_trains_saves_and_speaks_through_the_graph(demo_store, tmp
 
 
 def test_field_decoder_with_lora_on_a_local_base(tiny_lm, tmp_path, embedder):
-    from adapters.field_decoder import load_field_decoder, train_field_decoder
+    from adapters.chat_models import load_base, load_tokenizer
+    from adapters.field_decoder import FieldDecoderModel, _projector, load_field_decoder, read_sentences, \
+        train_field_decoder
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(Path(DEMO_SCENES).read_text())
     out_dir = tmp_path / "field_lora"
-    meta = train_field_decoder(str(corpus), tiny_lm, str(out_dir), epochs=1, holdout=10, batch_size=16, limit=60,
-                               rank=4, prototypes=0, progress=False)
+    meta = train_field_decoder(str(corpus), tiny_lm, str(out_dir), epochs=6, holdout=10, batch_size=16, limit=60,
+                               rank=8, lr=1e-2, prototypes=0, progress=False)
     assert meta["kind"] == "lora" and (out_dir / "adapter" / "adapter_model.safetensors").exists()
-    spoken = load_field_decoder(str(out_dir)).speak(embedder.embed(["Gaby is a film."]), embedder, candidates=2,
-                                                    max_new_tokens=6)
-    assert isinstance(spoken[0], str)
+    assert meta["final_loss"] < 0.85 * meta["first_loss"], meta
+    trained = load_field_decoder(str(out_dir))
+    texts = read_sentences(str(corpus))[:8]
+    vectors = embedder.embed(texts)
+    spoken = trained.speak(vectors, embedder, candidates=4, max_new_tokens=16)
+
+    # The same decoder before training: the frozen base and a fresh projector, no LoRA.
+    torch.manual_seed(0)
+    base, tokenizer = load_base(Path(tiny_lm)), load_tokenizer(Path(tiny_lm))
+    tokenizer.bos_token = tokenizer.bos_token or tokenizer.eos_token
+    fresh = _projector(meta["dim"], base.get_input_embeddings().weight.shape[1], meta["n_prefix"])
+    untrained = FieldDecoderModel(base, tokenizer, fresh, trained.meta).speak(vectors, embedder, candidates=4,
+                                                                             max_new_tokens=16)
+    rng = np.random.default_rng(0)
+    random_text = [trained.tokenizer.decode(rng.integers(10, len(trained.tokenizer), 16)) for _ in texts]
+
+    def closeness(options: list[str]) -> float:
+        return float(np.mean(np.sum(embedder.embed(options) * vectors, axis=1)))
+
+    assert all(t.strip() for t in spoken) and spoken != untrained
+    # Its text re-embeds nearer its vectors than random text does, and nearer than the untrained decoder's.
+    assert closeness(spoken) > closeness(random_text) + 0.05, (spoken, random_text)
+    assert closeness(spoken) > closeness(untrained) + 0.01, (spoken, untrained)

@@ -158,11 +158,17 @@ def test_spoken_text_passes_over_verbatim_prototype_copies(embedder):
     proto = "Luis Mandoki is a Mexican film director."
     vec = embedder.embed([proto])
     edited = "Luis Mandoki is a Mexican director."
-    # The copy is nearer the vector (it is the vector's own text) but is only memory handed back.
+    far = "A river flows into the sea."
+    # The copy is nearer the vector (it is the vector's own text) but is only memory handed back:
+    # any edited candidate, even a far one, is spoken instead (README: "passed over whenever an edited
+    # candidate exists").
     assert pick_spoken(vec, [[" luis mandoki is a  Mexican film director.", edited]], embedder, [[proto]]) == [edited]
-    # Without prototypes, or when every option is a copy, the nearest option is spoken.
-    assert pick_spoken(vec, [[proto, edited]], embedder) == [proto]
-    assert pick_spoken(vec, [[proto]], embedder, [[proto]]) == [proto]
+    assert pick_spoken(vec, [[proto, far]], embedder, [[proto]]) == [far]
+    # Without prototypes the nearest option is spoken.
+    assert pick_spoken(vec, [[far, proto, edited]], embedder) == [proto]
+    # When every option is a copy, the nearest copy is spoken rather than nothing (the README says so).
+    other = "Gaby: A True Story is a 1987 film."
+    assert pick_spoken(vec, [[other, proto]], embedder, [[other, proto]]) == [proto]
 
 
 def test_a_draft_is_a_near_miss_of_its_text_never_the_text():

@@ -9,11 +9,16 @@ from state.errors import SceneFileError
 
 def test_jsonl_records_get_stable_content_ids(tmp_path):
     f = tmp_path / "s.jsonl"
-    f.write_text('{"text": "A scene.", "title": "T"}\n\n{"text": "Another.", "id": "mine", "meta": {"k": 1}}\n')
+    f.write_text('{"text": "A scene.", "title": "T"}\n\n{"text": "Another.", "id": "mine", "meta": {"k": 1}}\n'
+                 '{"text": "A scene.", "title": "U"}\n{"text": "A scene!", "title": "T"}\n{"text": "A scene."}\n')
     recs = read_sources([str(f)])
-    assert [r.scene_id for r in recs] == [content_id("T", "A scene."), "mine"]
+    # Pinned: "s-" + the first 20 hex digits of sha256("T\nA scene."), so a store ingested by an earlier
+    # version keeps its ids; a changed title or a changed text is another scene.
+    assert [r.scene_id for r in recs] == ["s-e239433f06f61b34f0d3", "mine", "s-8298f4c1e586121fd456",
+                                          "s-c1cdf5db62ed449c3885", "s-700fec7d5a7b58014f1c"]
+    assert content_id("T", "A scene.") == "s-e239433f06f61b34f0d3"
     assert recs[1].meta == {"k": 1}
-    assert read_sources([str(f)])[0].scene_id == recs[0].scene_id
+    assert [r.scene_id for r in read_sources([str(f)])] == [r.scene_id for r in recs]
 
 
 def test_broken_json_line_names_file_and_line(tmp_path):
