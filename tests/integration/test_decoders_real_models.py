@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapters.chat_models import LocalChatModel, compute_dtype, load_base, render_prompt
+from adapters.chat_models import LocalChatModel, compute_dtype, load_base, load_tokenizer, render_prompt
 from adapters.training import CHAT_TEMPLATE, read_decoder_examples, tiny_causal_lm, train_adapter, train_tokenizer
 from scenemind_data import DEMO_SCENES
 from state.errors import DecoderConfigError, ModelNotFound, SceneFileError
@@ -36,6 +36,33 @@ def tiny(tmp_path_factory) -> Path:
     tiny_causal_lm(tokenizer, hidden=32, layers=1, heads=2, max_positions=1024, init_std=0.2).save_pretrained(
         str(folder))
     return folder
+
+
+def test_a_folder_with_only_a_sentencepiece_model_loads_and_generates(tmp_path):
+    """Llama/Mistral-style folders often ship `tokenizer.model` alone (no tokenizer.json)."""
+    import sentencepiece
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(json.loads(line)["text"] for line in Path(DEMO_SCENES).read_text().splitlines()[:80]))
+    folder = tmp_path / "sp_model"
+    folder.mkdir()
+    sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=400,
+                                             model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                             minloglevel=2)
+    (folder / "tokenizer.vocab").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "chat_template": CHAT_TEMPLATE}))
+    tokenizer = load_tokenizer(folder)
+    assert len(tokenizer) == 400 and tokenizer.eos_token == "</s>"
+    ids = tokenizer("Luis Mandoki was born in Mexico City.").input_ids
+    assert tokenizer.unk_token_id not in ids[1:] and tokenizer.decode(ids, skip_special_tokens=True).startswith("Luis")
+    tiny_causal_lm(tokenizer, hidden=32, layers=1, heads=2, max_positions=256).save_pretrained(str(folder))
+    from langchain_core.messages import HumanMessage
+
+    chat = LocalChatModel(model_path=str(folder), max_new_tokens=4, timeout_s=30)
+    assert chat._loaded[1].vocab_size == 400
+    assert isinstance(chat.invoke([HumanMessage("Where was Luis Mandoki born?")]).content, str)
 
 
 @pytest.fixture(scope="module")
