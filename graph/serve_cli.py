@@ -143,14 +143,10 @@ def build_app(agent: str, ctx: Context, token: str = "", max_body_bytes: int | N
     apps = {}
     for name in names:
         extra = None
-        if name == "decoder":
-            try:
-                from adapters.openai_server import create_app as openai_app
-            except ImportError:  # the OpenAI-compatible front is optional; the node route works without it
-                print("scenemind serve: adapters.openai_server is missing: the decoder serves /v1/decode only",
-                      file=sys.stderr)
-            else:
-                extra = openai_app(thinking_chat(ctx), OPENAI_MODEL_NAME)
+        if name == "decoder":  # the decoder also speaks OpenAI chat completions (README: "Agents as services")
+            from adapters.openai_server import create_app as openai_app
+
+            extra = openai_app(thinking_chat(ctx), OPENAI_MODEL_NAME)
         apps[name] = create_agent_app(name, {n: functions[n] for n in AGENT_NODES[name]}, ctx, tag, store, extra)
     app = apps[agent] if agent != "all" else create_all_app(apps)
     return Guard(app, token=token, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
