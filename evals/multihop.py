@@ -168,7 +168,10 @@ def evaluate(questions: list[Question], ids: dict[str, str], ctx, ks: list[int])
         out = retrieval.invoke({"question": q.text}, context=ctx)
         latencies.append(time.perf_counter() - start)
         ranked = [r.id for r in sorted(out["active"].values(), key=lambda r: -r.score)]
+        rank = {sid: n for n, sid in enumerate(ranked, 1)}
         per_q.append({"id": q.id, "hops": q.hops, "gold": len(gold), "retrievals": out["retrievals"],
+                      # each gold passage's title and its place in the final ranking (None: not reached)
+                      "gold_ranks": [[t, rank.get(ids.get(passage_key(t, x), ""))] for t, x in q.gold],
                       **{f"R@{k}": len(gold & set(ranked[:k])) / len(gold) if gold else 0.0 for k in ks}})
         print(f"\r{n}/{len(questions)}", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
@@ -190,6 +193,7 @@ def summarise(per_q: list[dict], latencies: list[float], ks: list[int]) -> dict[
         "latency_ms": {"p50": round(1000 * float(np.percentile(latencies, 50)), 1),
                        "p95": round(1000 * float(np.percentile(latencies, 95)), 1)},
         "retrievals_mean": round(float(np.mean([r["retrievals"] for r in per_q])), 2),
+        "per_question": [{"id": r["id"], "gold_ranks": r["gold_ranks"]} for r in per_q if "gold_ranks" in r],
     }
 
 
