@@ -2,9 +2,9 @@
 
 Persisted in a SQLite file beside the store (one writer at a time, any number of
 readers, atomic commits, so a killed ingest never leaves half a scene). Each
-process keeps an in-memory `CouplingGraph` built from it and topped up with the
-rows added since (by rowid), so a query never waits for a full rebuild after an
-ingest elsewhere.
+process keeps an in-memory `CouplingGraph` built from it and caught up with the
+rows added since (by rowid) and the scenes removed since (by the removal log), so
+a query never waits for a full rebuild after an ingest or a forget elsewhere.
 
 The graph is bipartite: scene <-> entity node, weighted by rarity (IDF), so an
 entity shared by 3 scenes couples more than one shared by 300; plus a BM25
@@ -39,10 +39,15 @@ CREATE TABLE IF NOT EXISTS scene_key (scene_id TEXT NOT NULL, key TEXT NOT NULL,
 CREATE INDEX IF NOT EXISTS scene_key_by_key ON scene_key (key);
 CREATE TABLE IF NOT EXISTS moments (id INTEGER PRIMARY KEY CHECK (id = 1), count INTEGER, dim INTEGER,
                                     total BLOB, outer BLOB);
+CREATE TABLE IF NOT EXISTS removing (id TEXT PRIMARY KEY, vector BLOB);
+CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL);
 """
 BM25_K1, BM25_B = 1.2, 0.75
 # 3: Russian keys are lemmas (adapters/lexicon.py); an older index keys Russian by surface form.
-SCHEMA_VERSION = 3
+# 4: scenes can be removed: `removing` journals a removal in flight (with the vector the moments must lose),
+#    `removed` logs each one so other processes' graphs catch up. A schema-3 index gains both tables on open.
+SCHEMA_VERSION = 4
+MIGRATES = {3}  # older versions this one opens (adding what it lacks); anything else is rebuilt by repair
 
 
 @dataclass
@@ -109,7 +114,7 @@ class CouplingIndex:
     def _check_version(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         has_tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene'").fetchone()
-        if has_tables and version != SCHEMA_VERSION:
+        if has_tables and version != SCHEMA_VERSION and version not in MIGRATES:
             raise StoreUnavailable(f"{self.path} was written by another scenemind version (couplings schema "
                                    f"{version}, this one reads {SCHEMA_VERSION}): run `scenemind --data-dir "
                                    f"{self.data_dir} repair` to rebuild it from the stored scenes")
@@ -161,6 +166,54 @@ class CouplingIndex:
             self._add_moments(np.stack([r.vector for r in fresh]).astype(np.float64))
         return len(fresh)
 
+    def journal_removal(self, vectors: dict[str, np.ndarray | None]) -> None:
+        """Record scenes about to be removed, with the vectors the moments must lose (before the store forgets them).
+
+        A removal killed after this point is finished by the next writer (`pending_removals`).
+        """
+        self.make_writable()
+        with self._lock, self._sql(), self._db:
+            self._db.executemany("INSERT OR REPLACE INTO removing (id, vector) VALUES (?, ?)",
+                                 [(sid, None if v is None else np.asarray(v, dtype=np.float64).tobytes())
+                                  for sid, v in vectors.items()])
+
+    def pending_removals(self) -> list[str]:
+        """Scenes whose removal was journaled but not finished (a killed forget or replace)."""
+        with self._lock, self._sql():
+            if not self._has_removals():
+                return []
+            return [row[0] for row in self._db.execute("SELECT id FROM removing ORDER BY id")]
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Finish journaled removals in one transaction: keys, scene rows, moments, the removal log; returns scenes removed.
+
+        The moments lose exactly the journaled vectors of the scenes the index still held, so a rerun
+        after a kill subtracts nothing twice.
+        """
+        self.make_writable()
+        ids = list(dict.fromkeys(ids))
+        with self._lock, self._sql(), self._db:
+            present, vectors = [], []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                held = {row[0] for row in self._db.execute(f"SELECT id FROM scene WHERE id IN ({marks})", chunk)}
+                present += [sid for sid in chunk if sid in held]
+                vectors += [np.frombuffer(blob, dtype=np.float64) for sid, blob in self._db.execute(
+                    f"SELECT id, vector FROM removing WHERE id IN ({marks})", chunk) if sid in held and blob is not None]
+                held_chunk = [sid for sid in chunk if sid in held]
+                if held_chunk:
+                    marks = ",".join("?" * len(held_chunk))
+                    self._db.execute(f"DELETE FROM scene_key WHERE scene_id IN ({marks})", held_chunk)
+                    self._db.execute(f"DELETE FROM scene WHERE id IN ({marks})", held_chunk)
+            self._db.executemany("INSERT INTO removed (id) VALUES (?)", [(sid,) for sid in present])
+            if vectors:
+                self._add_moments(np.stack(vectors), sign=-1.0)
+            if not self._db.execute("SELECT 1 FROM scene LIMIT 1").fetchone():
+                self._db.execute("DELETE FROM moments")  # an empty memory has no moments, not float residue
+            self._db.executemany("DELETE FROM removing WHERE id = ?", [(sid,) for sid in ids])
+        return len(present)
+
     def rebuild(self, batches: Iterable[list[SceneRow]]) -> int:
         """Replace the whole index by one built from `batches`; the caller holds the writer lock.
 
@@ -187,12 +240,13 @@ class CouplingIndex:
             self._graph = CouplingGraph()
         return added
 
-    def _add_moments(self, vectors: np.ndarray) -> None:
+    def _add_moments(self, vectors: np.ndarray, sign: float = 1.0) -> None:
+        """Add (sign 1) or subtract (sign -1) vectors to the stored count, sum and sum of outer products."""
         dim = vectors.shape[1]
         count, total, outer = self._read_moments() or (0, np.zeros(dim), np.zeros((dim, dim)))
-        total, outer = total + vectors.sum(0), outer + vectors.T @ vectors
+        total, outer = total + sign * vectors.sum(0), outer + sign * (vectors.T @ vectors)
         self._db.execute("INSERT OR REPLACE INTO moments VALUES (1, ?, ?, ?, ?)",
-                         (count + len(vectors), vectors.shape[1], total.tobytes(), outer.tobytes()))
+                         (count + int(sign) * len(vectors), vectors.shape[1], total.tobytes(), outer.tobytes()))
 
     def _read_moments(self) -> tuple[int, np.ndarray, np.ndarray] | None:
         """(count, sum of vectors, sum of outer products), or None before the first scene."""
@@ -225,63 +279,132 @@ class CouplingIndex:
             links = self._db.execute("SELECT COUNT(*) FROM scene_key").fetchone()[0]
         return scenes, links
 
+    def _has_removals(self) -> bool:
+        """Whether the file has the removal tables (a schema-3 index opened read-only has not)."""
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'removed'").fetchone() is not None
+
+    @property
+    def forgotten(self) -> set[str]:
+        """Scenes the in-memory graph has seen removed (as of its last catch-up)."""
+        return self._graph.gone
+
     def graph(self) -> CouplingGraph:
-        """The in-memory coupling graph, topped up with scenes added since the last call."""
+        """The in-memory coupling graph, caught up with the scenes added and removed since the last call.
+
+        Removals first, then additions, both read in one snapshot: a scene removed and added again
+        since the last call ends up held once, with its current keys. The cost is the change's size.
+        """
         with self._lock, self._sql():
-            last = self._db.execute("SELECT COALESCE(MAX(n), 0) FROM scene").fetchone()[0]
-            if last > self._graph.loaded_n:
-                new = self._db.execute("SELECT n, id, title FROM scene WHERE n > ? ORDER BY n",
-                                       (self._graph.loaded_n,)).fetchall()
-                keys: dict[str, dict[str, int]] = {sid: {} for _, sid, _ in new}
-                for sid, key, tf in self._select_in("SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN ({marks})",
-                                                    [sid for _, sid, _ in new]):
-                    keys[sid][key] = tf
-                for _, sid, title in new:
-                    self._graph.add(sid, title, keys[sid])
-                self._graph.loaded_n = last
-                moments = self._read_moments()
-                if moments is not None:
-                    self._graph.set_moments(*moments)
-            return self._graph.ready()
+            g = self._graph
+            began = not self._db.in_transaction
+            if began:
+                self._db.execute("BEGIN")  # one snapshot: the removal log and the scene rows agree
+            try:
+                last = self._db.execute("SELECT COALESCE(MAX(n), 0) FROM scene").fetchone()[0]
+                removals = self._has_removals()
+                last_removed = (self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM removed").fetchone()[0]
+                                if removals else 0)
+                changed = False
+                if last_removed > g.loaded_removed:
+                    for (sid,) in self._db.execute("SELECT id FROM removed WHERE seq > ? ORDER BY seq",
+                                                   (g.loaded_removed,)).fetchall():
+                        g.remove(sid)
+                    g.loaded_removed, changed = last_removed, True
+                if last > g.loaded_n:
+                    new = self._db.execute("SELECT n, id, title FROM scene WHERE n > ? ORDER BY n",
+                                           (g.loaded_n,)).fetchall()
+                    keys: dict[str, dict[str, int]] = {sid: {} for _, sid, _ in new}
+                    ids = [sid for _, sid, _ in new]
+                    for start in range(0, len(ids), 500):
+                        chunk = ids[start : start + 500]
+                        for sid, key, tf in self._db.execute(
+                                "SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN "
+                                f"({','.join('?' * len(chunk))})", chunk):
+                            keys[sid][key] = tf
+                    for _, sid, title in new:
+                        g.add(sid, title, keys[sid])
+                    g.loaded_n, changed = last, True
+                if changed:
+                    g.set_moments(*(self._read_moments() or (0, None, None)))
+            finally:
+                if began:
+                    self._db.execute("COMMIT")
+            return g.ready()
 
     def close(self) -> None:
         self._db.close()
 
 
 class CouplingGraph:
-    """Scenes <-> entity nodes (IDF-weighted) + a BM25 term index, with matrices built lazily.
+    """Scenes <-> entity nodes (IDF-weighted) + a BM25 term index, changed in time proportional to the change.
 
-    `add` is O(keys of the scene); the sparse matrices that depend on global statistics
-    (IDF, average length) are rebuilt in O(nnz) on the first query after a batch of adds.
+    The couplings are two sparse incidence matrices (scene x entity, scene x term with counts) kept as a
+    compacted *base* plus a *tail* of rows changed since: `add` and `remove` touch only the scene's own
+    keys (a removed base row is zeroed in place, its position reused by the next add), and the tail is
+    merged into the base once it holds `compact_share` of the base's couplings (amortised O(1) per key).
+    Nothing global is precomputed: IDF (which depends on the scene count) and the spreading weights
+    are applied per query as vectors, so a change never rebuilds a matrix.
     """
 
+    compact_min = 20_000  # tail couplings below which the tail is never merged
+    compact_share = 0.25  # tail / base couplings above which it is
+
     def __init__(self) -> None:
-        self.ids: list[str] = []
+        self.ids: list[str | None] = []  # by position; None where a removed scene's position is free
         self.position: dict[str, int] = {}
         self.titles: list[str | None] = []
-        self.scene_entities: list[list[int]] = []
-        self.scene_terms: list[dict[int, int]] = []
         self.entity_id: dict[str, int] = {}
         self.entity_names: list[str] = []
         self.entity_df: list[int] = []
         self.term_id: dict[str, int] = {}
         self.term_df: list[int] = []
         self.title_index: dict[str, list[int]] = {}
-        self.loaded_n = 0
+        self.loaded_n = 0  # the index's last scene row this graph holds
+        self.loaded_removed = 0  # the index's last removal this graph has applied
         self.mean: np.ndarray | None = None
         self.second: np.ndarray | None = None
-        self._dirty = True
+        self.count = 0  # scenes held (positions minus free ones)
+        self.gone: set[str] = set()  # scenes removed (and not added again) while this graph lived
+        self._free: list[int] = []
+        self._lengths = np.zeros(0)  # BM25 length (sum of term counts) per position
+        self._total_length = 0.0
+        # rows changed since the base was built: position -> (entity ids, {term id: count}) in key order
+        self._tail: dict[int, tuple[list[int], dict[int, int]]] = {}
+        self._tail_nnz = 0
+        self._tail_arrays: tuple[np.ndarray, ...] | None = None
+        self._base_rows, self._base_nnz = 0, 0
+        self._b = sp.csr_matrix((0, 0))  # scene x entity, 1.0 per coupling (a removed row holds zeros)
+        self._b_cols = sp.csc_matrix((0, 0))
+        self._t = sp.csr_matrix((0, 0), dtype=np.float32)  # scene x term counts
+        self._t_cols = sp.csc_matrix((0, 0), dtype=np.float32)
+        self._derived: dict[str, np.ndarray] | None = None  # per-entity weights, dropped on any change
 
     @property
     def n(self) -> int:
+        """Scenes held: the statistic (IDF, uniform activation) every score is scaled by."""
+        return self.count
+
+    @property
+    def size(self) -> int:
+        """Positions (free ones included): the length of every per-scene score array."""
         return len(self.ids)
 
+    # --- changes ---------------------------------------------------------------------------
     def add(self, scene_id: str, title: str | None, keys: dict[str, int]) -> None:
-        pos = len(self.ids)
-        self.ids.append(scene_id)
+        if scene_id in self.position:
+            self.remove(scene_id)
+        self.gone.discard(scene_id)
+        pos = self._free.pop() if self._free else len(self.ids)
+        if pos == len(self.ids):
+            self.ids.append(scene_id)
+            self.titles.append(title)
+            if pos >= len(self._lengths):
+                self._lengths = np.concatenate([self._lengths, np.zeros(max(64, len(self._lengths)))])
+        else:
+            self.ids[pos], self.titles[pos] = scene_id, title
         self.position[scene_id] = pos
-        self.titles.append(title)
-        entities, terms = [], {}
+        entities: list[int] = []
+        terms: dict[int, int] = {}
         for key, tf in keys.items():
             if key.startswith("e:"):
                 eid = self.entity_id.setdefault(key[2:], len(self.entity_names))
@@ -296,49 +419,194 @@ class CouplingGraph:
                     self.term_df.append(0)
                 self.term_df[tid] += 1
                 terms[tid] = tf
-        self.scene_entities.append(entities)
-        self.scene_terms.append(terms)
+        length = float(sum(terms.values()))
+        self._lengths[pos] = length
+        self._total_length += length
+        self._tail[pos] = (entities, terms)
+        self._tail_nnz += len(entities) + len(terms)
         for alias in title_aliases(title) if title else []:
             self.title_index.setdefault(alias, []).append(pos)
-        self._dirty = True
+        self.count += 1
+        self._changed()
+
+    def remove(self, scene_id: str) -> bool:
+        """Take a scene out (its keys' counts, its length, its title); False when the graph does not hold it."""
+        pos = self.position.pop(scene_id, None)
+        if pos is None:
+            return False
+        entities, terms = self._row(pos)
+        for eid in entities:
+            self.entity_df[eid] -= 1
+        for tid in terms:
+            self.term_df[tid] -= 1
+        if pos in self._tail:
+            del self._tail[pos]
+            self._tail_nnz -= len(entities) + len(terms)
+        else:
+            self._zero_base_row(pos, entities, list(terms))
+        self._total_length -= self._lengths[pos]
+        self._lengths[pos] = 0.0
+        title = self.titles[pos]
+        for alias in title_aliases(title) if title else []:
+            holders = self.title_index.get(alias, [])
+            if pos in holders:
+                holders.remove(pos)
+            if not holders:
+                self.title_index.pop(alias, None)
+        self.ids[pos], self.titles[pos] = None, None
+        self.gone.add(scene_id)
+        self._free.append(pos)
+        self.count -= 1
+        self._changed()
+        return True
 
     def set_moments(self, count: int, total: np.ndarray, outer: np.ndarray) -> None:
         if count:
             self.mean, self.second = total / count, outer / count
+        else:
+            self.mean = self.second = None
 
     def ready(self) -> CouplingGraph:
-        if self._dirty:
-            self._build()
+        """Merge the tail into the base when it has grown past its share (amortised; never on every change)."""
+        if self._tail_nnz > max(self.compact_min, self.compact_share * self._base_nnz):
+            self._compact()
         return self
 
-    def _build(self) -> None:
-        n, m = self.n, len(self.entity_names)
-        self.entity_idf = np.log(max(n, 1) / np.maximum(np.array(self.entity_df, dtype=float), 1.0))
-        rows = [i for i, es in enumerate(self.scene_entities) for _ in es]
-        cols = [e for es in self.scene_entities for e in es]
-        w = sp.csr_matrix((self.entity_idf[cols] if cols else [], (rows, cols)), shape=(n, m))
-        # Spreading: scene -> entity in proportion to rarity, entity -> scene uniformly.
-        self.scene_to_entity = (sp.diags(1.0 / np.maximum(np.asarray(w.sum(1)).ravel(), 1e-12)) @ w).T.tocsr()
-        self.entity_to_scene = (sp.diags(1.0 / np.maximum(np.asarray(w.sum(0)).ravel(), 1e-12)) @ w.T).T.tocsr()
-        self.holders = w.tocsc()
-        lengths = np.array([sum(t.values()) for t in self.scene_terms], dtype=float)
-        avg = lengths.mean() if n else 1.0
-        r, c, v = [], [], []
-        for i, terms in enumerate(self.scene_terms):
-            den = BM25_K1 * (1 - BM25_B + BM25_B * lengths[i] / max(avg, 1e-9))
-            for t, f in terms.items():
-                r.append(i)
-                c.append(t)
-                v.append(f * (BM25_K1 + 1) / (f + den))
-        self.term_matrix = sp.csc_matrix((v, (r, c)), shape=(n, len(self.term_df)))
-        df = np.array(self.term_df, dtype=float)
-        self.term_idf = np.log(1 + (n - df + 0.5) / (df + 0.5))
-        self._dirty = False
+    def _changed(self) -> None:
+        self._tail_arrays = None
+        self._derived = None
+
+    def _row(self, pos: int) -> tuple[list[int], dict[int, int]]:
+        if pos in self._tail:
+            return self._tail[pos]
+        if pos >= self._base_rows:
+            return [], {}
+        b0, b1 = self._b.indptr[pos], self._b.indptr[pos + 1]
+        t0, t1 = self._t.indptr[pos], self._t.indptr[pos + 1]
+        entities = [int(e) for e, v in zip(self._b.indices[b0:b1], self._b.data[b0:b1]) if v]
+        terms = {int(t): int(v) for t, v in zip(self._t.indices[t0:t1], self._t.data[t0:t1]) if v}
+        return entities, terms
+
+    def _zero_base_row(self, pos: int, entities: list[int], terms: list[int]) -> None:
+        """A removed base scene's couplings become explicit zeros (row and columns), until the next merge."""
+        if pos >= self._base_rows:
+            return
+        self._b.data[self._b.indptr[pos] : self._b.indptr[pos + 1]] = 0.0
+        self._t.data[self._t.indptr[pos] : self._t.indptr[pos + 1]] = 0.0
+        for cols, ids in ((self._b_cols, entities), (self._t_cols, terms)):
+            for col in ids:
+                if col >= cols.shape[1]:
+                    continue
+                start, end = cols.indptr[col], cols.indptr[col + 1]
+                at = start + int(np.searchsorted(cols.indices[start:end], pos))
+                if at < end and cols.indices[at] == pos:
+                    cols.data[at] = 0.0
+
+    def _compact(self) -> None:
+        """One base from every held row (O(couplings)); positions stay as they are."""
+        size, m, v = self.size, len(self.entity_names), len(self.term_df)
+        b_ptr, t_ptr = np.zeros(size + 1, dtype=np.int64), np.zeros(size + 1, dtype=np.int64)
+        b_idx: list[np.ndarray] = []
+        t_idx: list[np.ndarray] = []
+        t_val: list[np.ndarray] = []
+        for pos in range(size):
+            if self.ids[pos] is None:
+                entities, terms = [], {}
+            elif pos in self._tail:
+                entities, terms = self._tail[pos]
+            else:
+                b0, b1 = self._b.indptr[pos], self._b.indptr[pos + 1]
+                t0, t1 = self._t.indptr[pos], self._t.indptr[pos + 1]
+                b_idx.append(self._b.indices[b0:b1])
+                t_idx.append(self._t.indices[t0:t1])
+                t_val.append(self._t.data[t0:t1])
+                b_ptr[pos + 1], t_ptr[pos + 1] = b1 - b0, t1 - t0
+                continue
+            b_idx.append(np.asarray(entities, dtype=np.int32))
+            t_idx.append(np.fromiter(terms.keys(), dtype=np.int32, count=len(terms)))
+            t_val.append(np.fromiter(terms.values(), dtype=np.float32, count=len(terms)))
+            b_ptr[pos + 1], t_ptr[pos + 1] = len(entities), len(terms)
+        b_indices = np.concatenate(b_idx).astype(np.int32) if b_idx else np.zeros(0, dtype=np.int32)
+        t_indices = np.concatenate(t_idx).astype(np.int32) if t_idx else np.zeros(0, dtype=np.int32)
+        t_data = np.concatenate(t_val).astype(np.float32) if t_val else np.zeros(0, dtype=np.float32)
+        self._b = sp.csr_matrix((np.ones(len(b_indices)), b_indices, np.cumsum(b_ptr)), shape=(size, m))
+        self._t = sp.csr_matrix((t_data, t_indices, np.cumsum(t_ptr)), shape=(size, v))
+        self._b_cols, self._t_cols = self._b.tocsc(), self._t.tocsc()
+        for cols in (self._b_cols, self._t_cols):
+            cols.sort_indices()
+        self._base_rows, self._base_nnz = size, len(b_indices) + len(t_indices)
+        self._tail, self._tail_nnz = {}, 0
+        self._changed()
+
+    # --- per-query views -----------------------------------------------------------------
+    def _tail_coo(self) -> tuple[np.ndarray, ...]:
+        """The tail as coordinate arrays: entity rows/cols, term rows/cols/counts (rebuilt after a change, O(tail))."""
+        if self._tail_arrays is None:
+            er, ec, tr, tc, tv = [], [], [], [], []
+            for pos, (entities, terms) in self._tail.items():
+                er.extend([pos] * len(entities))
+                ec.extend(entities)
+                tr.extend([pos] * len(terms))
+                tc.extend(terms.keys())
+                tv.extend(terms.values())
+            self._tail_arrays = (np.asarray(er, dtype=np.int64), np.asarray(ec, dtype=np.int64),
+                                 np.asarray(tr, dtype=np.int64), np.asarray(tc, dtype=np.int64),
+                                 np.asarray(tv, dtype=np.float64))
+        return self._tail_arrays
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        """Per-entity IDF and spreading weights, and per-scene IDF mass: O(entities + couplings), once per change."""
+        if self._derived is None:
+            df = np.asarray(self.entity_df, dtype=float)
+            idf = np.where(df > 0, np.log(max(self.n, 1) / np.maximum(df, 1.0)), 0.0)
+            # entity -> scene spreads uniformly over its holders; an entity every scene holds conducts nothing
+            inv_df = np.where(idf > 0, 1.0 / np.maximum(df, 1.0), 0.0)
+            self._derived = {"idf": idf, "inv_df": inv_df}
+            self._derived["mass"] = self._scene_dot(idf)  # scene -> entity in proportion to rarity
+        return self._derived
+
+    def _scene_dot(self, x: np.ndarray) -> np.ndarray:
+        """B @ x: per scene, the sum of x over its entities."""
+        out = np.zeros(self.size)
+        if self._base_rows:
+            out[: self._base_rows] = self._b @ x[: self._b.shape[1]]
+        er, ec, *_ = self._tail_coo()
+        if len(er):
+            out += np.bincount(er, weights=x[ec], minlength=self.size)
+        return out
+
+    def _entity_dot(self, y: np.ndarray) -> np.ndarray:
+        """B.T @ y: per entity, the sum of y over its holders."""
+        m = len(self.entity_names)
+        out = np.zeros(m)
+        if self._base_rows:
+            out[: self._b.shape[1]] = self._b.T @ y[: self._base_rows]
+        er, ec, *_ = self._tail_coo()
+        if len(er):
+            out += np.bincount(ec, weights=y[er], minlength=m)
+        return out
+
+    def holders_of(self, entity: str) -> np.ndarray:
+        """Positions of the scenes that mention an entity."""
+        eid = self.entity_id.get(entity)
+        if eid is None or not self.entity_df[eid]:
+            return np.zeros(0, dtype=np.int64)
+        parts = []
+        if eid < self._b_cols.shape[1]:
+            start, end = self._b_cols.indptr[eid], self._b_cols.indptr[eid + 1]
+            parts.append(self._b_cols.indices[start:end][self._b_cols.data[start:end] != 0])
+        er, ec, *_ = self._tail_coo()
+        parts.append(er[ec == eid])
+        return np.concatenate(parts).astype(np.int64)
+
+    @property
+    def term_idf(self) -> _TermIdf:
+        return _TermIdf(self)
 
     # --- query-time primitives -----------------------------------------------------------
     def idf(self, entity: str) -> float:
-        eid = self.entity_id.get(entity)
-        return math.log(max(self.n, 1)) if eid is None else float(self.entity_idf[eid])
+        df = self.df(entity)
+        return math.log(max(self.n, 1)) if not df else math.log(max(self.n, 1) / df)
 
     def df(self, entity: str) -> int:
         eid = self.entity_id.get(entity)
@@ -353,41 +621,65 @@ class CouplingGraph:
         return mean, math.sqrt(max(float(v @ self.second @ v) - mean * mean, 1e-12))
 
     def bm25(self, terms: Iterable[str]) -> np.ndarray:
-        ids = [self.term_id[t] for t in set(terms) if t in self.term_id]
+        ids = [self.term_id[t] for t in set(terms) if t in self.term_id and self.term_df[self.term_id[t]]]
+        out = np.zeros(self.size)
         if not ids or self.n == 0:
-            return np.zeros(self.n)
-        return np.asarray(self.term_matrix[:, ids] @ self.term_idf[ids]).ravel()
+            return out
+        avg = max(self._total_length / self.n, 1e-9)
+        rows, counts, idfs = [], [], []
+        for tid in ids:
+            idf = self.term_idf[tid]
+            if tid < self._t_cols.shape[1]:
+                start, end = self._t_cols.indptr[tid], self._t_cols.indptr[tid + 1]
+                rows.append(self._t_cols.indices[start:end])
+                counts.append(self._t_cols.data[start:end])
+                idfs.append(np.full(end - start, idf))
+        _, _, tr, tc, tv = self._tail_coo()
+        if len(tr):
+            hit = np.isin(tc, ids)
+            rows.append(tr[hit])
+            counts.append(tv[hit])
+            idfs.append(np.array([self.term_idf[int(t)] for t in tc[hit]]))
+        r = np.concatenate(rows).astype(np.int64)
+        f = np.concatenate(counts).astype(float)
+        den = BM25_K1 * (1 - BM25_B + BM25_B * self._lengths[r] / avg)
+        return out + np.bincount(r, weights=np.concatenate(idfs) * f * (BM25_K1 + 1) / (f + den),
+                                 minlength=self.size)
 
     def entity_bonus(self, entities: dict[str, float], title_weight: float, mention_weight: float) -> np.ndarray:
         """A scene titled by a query entity gets title_weight; each mention adds its scaled rarity."""
-        bonus = np.zeros(self.n)
+        bonus = np.zeros(self.size)
         log_n = math.log(max(self.n, 2))
         for entity, weight in entities.items():
             for pos in self.title_index.get(entity, []):
                 bonus[pos] = max(bonus[pos], title_weight)
-            eid = self.entity_id.get(entity)
-            if eid is not None and mention_weight:
-                bonus[self.holders[:, eid].indices] += mention_weight * weight / log_n
+            if mention_weight and self.df(entity):
+                bonus[self.holders_of(entity)] += mention_weight * weight / log_n
         return bonus
 
     def spread(self, seed_scenes: dict[int, float], seed_entities: dict[str, float],
                restart: float, iterations: int) -> np.ndarray:
-        """Personalised PageRank over scene <-> entity couplings; activation per scene (uniform = 1/n)."""
-        ps, pe = np.zeros(self.n), np.zeros(len(self.entity_names))
-        for pos, w in seed_scenes.items():
-            ps[pos] += w
-        for entity, w in seed_entities.items():
+        """Personalised PageRank over scene <-> entity couplings; activation per scene (uniform = 1/n).
+
+        Edges weigh an entity's IDF: scene -> entity in proportion to rarity, entity -> scene uniformly.
+        """
+        w = self._weights()
+        ps, pe = np.zeros(self.size), np.zeros(len(self.entity_names))
+        for pos, weight in seed_scenes.items():
+            ps[pos] += weight
+        for entity, weight in seed_entities.items():
             eid = self.entity_id.get(entity)
-            if eid is not None:
-                pe[eid] += w
+            if eid is not None and self.entity_df[eid]:
+                pe[eid] += weight
         total = ps.sum() + pe.sum()
         if total <= 0:
-            return np.zeros(self.n)
+            return np.zeros(self.size)
         ps, pe = ps / total, pe / total
+        out_scale = 1.0 / np.maximum(w["mass"], 1e-12)
         xs, xe = ps.copy(), pe.copy()
         for _ in range(iterations):
-            xs, xe = ((1 - restart) * (self.entity_to_scene @ xe) + restart * ps,
-                      (1 - restart) * (self.scene_to_entity @ xs) + restart * pe)
+            xs, xe = ((1 - restart) * self._scene_dot(xe * w["inv_df"]) + restart * ps,
+                      (1 - restart) * w["idf"] * self._entity_dot(xs * out_scale) + restart * pe)
         return xs
 
     def query_entities(self, question: str, max_ngram: int = 12) -> dict[str, float]:
@@ -402,7 +694,7 @@ class CouplingGraph:
             key = norm(span)
             if not key or is_stop(key):
                 continue
-            if len(key.split()) == 1 and question.lstrip().startswith(span) and key not in self.entity_id:
+            if len(key.split()) == 1 and question.lstrip().startswith(span) and not self.df(key):
                 continue  # a sentence-initial word that memory does not know
             found[key] = self.idf(key)
         raw = [w for w in words(question) if norm(w)]
@@ -413,7 +705,7 @@ class CouplingGraph:
                 if not any(marked[start : start + size]):
                     continue
                 gram = " ".join(tokens[start : start + size])
-                if is_stop(gram) or gram not in self.entity_id:
+                if is_stop(gram) or not self.df(gram):
                     continue
                 if any(re.search(r"\b" + re.escape(gram) + r"\b", f) for f in found):
                     continue  # inside a longer match
@@ -421,4 +713,15 @@ class CouplingGraph:
         return found
 
     def entities_of(self, pos: int) -> list[str]:
-        return [self.entity_names[e] for e in self.scene_entities[pos]]
+        return [self.entity_names[e] for e in self._row(pos)[0]]
+
+
+class _TermIdf:
+    """BM25 IDF of a term id, computed when asked (it depends on the scene count, which every change moves)."""
+
+    def __init__(self, graph: CouplingGraph):
+        self.graph = graph
+
+    def __getitem__(self, tid: int) -> float:
+        n, df = self.graph.n, self.graph.term_df[tid]
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))

@@ -6,13 +6,23 @@ the store or the couplings index (or whose vector no longer reads back) is
 (re)written, nothing present is doubled. One writer per data dir at a time
 (`adapters.store_lock`); opening to think refuses a store whose scenes and
 couplings index disagree, naming `scenemind repair`.
+
+Scenes remember their source (a file's path or a caller's document id) and their
+position in it. Ingesting a source again replaces it: new scenes are added, scenes
+that vanished from it are removed, unchanged ones are kept (not re-embedded).
+`forget` removes a source or given scenes. A removal is journaled in the couplings
+index first (with the vectors the moments must lose), then taken out of the formulas,
+crystals and fields that cite it, then out of the store, and last out of the index in
+one transaction; whoever writes next finishes a removal that was killed half-way.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,9 +32,9 @@ from adapters.coupling_index import CouplingIndex, SceneRow
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
 from adapters.scene_store import FINGERPRINT_TEXTS, SceneStore
-from adapters.sources import SceneRecord
+from adapters.sources import SceneRecord, with_source
 from adapters.store_lock import writer_lock
-from state.errors import StoreDamaged, StoreFull, StoreUnavailable
+from state.errors import StoreBusy, StoreDamaged, StoreFull, StoreUnavailable
 from state.models import Recalled
 
 # Large enough that length-sorted embedding batches pad little (a writer thread overlapping the next
@@ -32,6 +42,17 @@ from state.models import Recalled
 INGEST_BATCH = 512
 ENTITY_CACHE = 50_000  # entity vectors kept per process for composed probes
 SCENE_CACHE = 20_000  # scenes (text + vector) kept per process for resonance
+
+
+# A scene's source and position, in the store's metadata (apart from a record's own "meta", which may say "source").
+SOURCE_KEY, POSITION_KEY = "scene_source", "scene_position"
+KILL_AT = "SCENEMIND_TEST_KILL_AT"  # tests: SIGKILL this process at a named step of a change
+
+
+def _kill_point(step: str) -> None:
+    """Die here, as a kill -9 would, when the crash tests ask for this step (never set in normal use)."""
+    if os.environ.get(KILL_AT) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class CachedScene(NamedTuple):
@@ -49,6 +70,32 @@ class IngestReport:
     couplings: int
     rewritten: int = 0  # counted present, but their vector did not read back: written again
     kept_stored: int = 0  # explicit ids already stored with another text: the stored text was kept
+    removed: int = 0  # scenes that vanished from a re-ingested source: removed
+    moved: int = 0  # kept scenes whose source or position changed: their metadata was updated
+
+
+@dataclass
+class ForgetReport:
+    """What a removal took out: scenes, and what the formulas, crystals and fields that cited them became."""
+
+    removed: int = 0
+    not_found: list[str] = field(default_factory=list)  # asked-for scene ids memory did not hold
+    formulas_dropped: int = 0
+    formulas_rewritten: int = 0
+    crystals_dropped: int = 0
+    crystals_weakened: int = 0
+    fields_changed: int = 0
+    scenes: int = 0  # scenes left
+
+    def merge(self, other: ForgetReport) -> ForgetReport:
+        for name in ("removed", "formulas_dropped", "formulas_rewritten", "crystals_dropped", "crystals_weakened",
+                     "fields_changed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+def _source_meta(rec: SceneRecord) -> dict[str, object]:
+    return {SOURCE_KEY: rec.source, POSITION_KEY: rec.position} if rec.source is not None else {}
 
 
 def passage_text(title: str | None, text: str) -> str:
@@ -79,6 +126,12 @@ class Memory:
 
         Skipped while another process writes (an ingest in flight is half-done by nature).
         """
+        if self.couplings.pending_removals() and not self.lock.held_elsewhere():
+            try:  # a forget or replace was killed half-way: finish it before thinking on its leftovers
+                with self._write_lock, self.lock.hold("finishing an interrupted removal"):
+                    self._finish_removals()
+            except (StoreBusy, StoreUnavailable):
+                return  # read-only or busy: the removal stays in flight; its scenes are half gone by design
         scenes, indexed = self.store.count(), self.couplings.count()[0]
         if scenes == indexed or self.lock.held_elsewhere():
             return
@@ -102,13 +155,22 @@ class Memory:
             f"(`scenemind {where} check` says what is missing)")
 
     # --- writing -------------------------------------------------------------------------
-    def ingest(self, records: Sequence[SceneRecord], progress: Callable[[int], None] | None = None) -> IngestReport:
+    def ingest(self, records: Iterable[SceneRecord], progress: Callable[[int], None] | None = None, *,
+               source: str | None = None, replace_sources: bool = True) -> IngestReport:
+        """Add scenes; each source the records come from is replaced (its vanished scenes removed) unless
+        `replace_sources=False`. `source` names the document of records that name none (positions follow order)."""
+        records = [replace(r) for r in records]  # positions and sources are filled in on copies
+        if source is not None:
+            with_source(records, source)
         unique: dict[str, SceneRecord] = {}
         for rec in records:
             unique.setdefault(rec.scene_id, rec)
         ids = list(unique)
+        sources = list(dict.fromkeys(r.source for r in unique.values() if r.source))
+        removed = moved = 0
         with self._write_lock, self.lock.hold("ingest"):
             self.couplings.make_writable()
+            self._finish_removals()  # a forget or replace killed half-way is finished first
             # What counts as present must read back: a scene whose vector is lost is written again.
             stored, unreadable = self.store.readable(sorted(self.store.existing_ids(ids)))
             in_index = self.couplings.existing_ids(ids)
@@ -127,12 +189,85 @@ class Memory:
                     written += len(batch)
                     if progress:
                         progress(len(batch))
+                    _kill_point("ingest-batch")
+                # Kept scenes that moved (or came from another source): their metadata only, no re-embedding.
+                shift = [sid for sid, item in stored.items() if unique[sid].source is not None
+                         and (item["meta"].get(SOURCE_KEY), item["meta"].get(POSITION_KEY))
+                         != (unique[sid].source, unique[sid].position)]
+                if shift:
+                    self.store.update_meta(shift, [_source_meta(unique[sid]) for sid in shift])
+                moved = len(shift)
+                _kill_point("ingest-added")
+                if replace_sources and sources:
+                    vanished = [sid for sid in self.source_ids(sources) if sid not in unique]
+                    removed = self._remove(vanished).removed
             except (StoreUnavailable, StoreFull, StoreDamaged) as exc:
                 raise type(exc)(f"{exc} [this ingest had finished {written} of the {len(todo)} scenes it had "
                                 "to write; a rerun finishes the rest]") from exc
         scenes, links = self.couplings.count()
         return IngestReport(len(records), len(todo), len(ids) - len(todo), self.store.count(), links,
-                            rewritten=len(unreadable), kept_stored=kept)
+                            rewritten=len(unreadable), kept_stored=kept, removed=removed, moved=moved)
+
+    # --- removing ------------------------------------------------------------------------
+    def source_ids(self, sources: Sequence[str]) -> list[str]:
+        """Ids of the stored scenes that came from any of these sources."""
+        sources = list(dict.fromkeys(sources))
+        if not sources:
+            return []
+        where = {SOURCE_KEY: sources[0]} if len(sources) == 1 else {SOURCE_KEY: {"$in": sources}}
+        return sorted(self.store.ids_where(where))
+
+    def forget(self, source: str | Sequence[str] | None = None,
+               scene_ids: Sequence[str] | None = None) -> ForgetReport:
+        """Remove the scenes of a source (a file path or a document id) and/or the given scene ids.
+
+        Gone from the store, the couplings (entity counts, BM25 statistics, vector moments), every
+        process's coupling graph (they catch up on their next query), and the formulas, crystals and
+        fields that cite them. Rerunning a forget that was killed ends as a clean run would.
+        """
+        sources = [source] if isinstance(source, str) else list(source or [])
+        asked = list(dict.fromkeys(scene_ids or []))
+        with self._write_lock, self.lock.hold("forget"):
+            self.couplings.make_writable()
+            report = self._finish_removals()
+            present = self.store.existing_ids(asked) | self.couplings.existing_ids(asked)
+            ids = list(dict.fromkeys(self.source_ids(sources) + [sid for sid in asked if sid in present]))
+            report.merge(self._remove(ids))
+            report.not_found = [sid for sid in asked if sid not in present]
+        report.scenes = self.store.count()
+        return report
+
+    def _remove(self, ids: Sequence[str]) -> ForgetReport:
+        """Journal the removal of `ids` (with their vectors, for the moments), then carry it out."""
+        if not ids:
+            return ForgetReport()
+        good, _ = self.store.readable(list(ids))
+        self.couplings.journal_removal({sid: good[sid]["vector"] if sid in good else None for sid in ids})
+        _kill_point("forget-journaled")
+        return self._finish_removals()
+
+    def _finish_removals(self) -> ForgetReport:
+        """Carry out every journaled removal: citations, then the store, then the index (one transaction).
+
+        Each step is idempotent, so a removal killed anywhere is finished by running this again.
+        """
+        from adapters.citations import forget_citations
+
+        ids = self.couplings.pending_removals()
+        if not ids:
+            return ForgetReport()
+        report = ForgetReport(removed=len(ids))
+        cited = forget_citations(self, set(ids))
+        report.formulas_dropped, report.formulas_rewritten = cited.formulas_dropped, cited.formulas_rewritten
+        report.crystals_dropped, report.crystals_weakened = cited.crystals_dropped, cited.crystals_weakened
+        report.fields_changed = cited.fields_changed
+        _kill_point("forget-citations")
+        self.store.delete(ids)
+        _kill_point("forget-store")
+        self.couplings.remove(ids)
+        for sid in ids:
+            self._scene_cache.pop(sid, None)
+        return report
 
     def _write_batch(self, batch: list[SceneRecord], need: list[SceneRecord], vectors: np.ndarray,
                      stored: dict[str, dict]) -> None:
@@ -140,7 +275,7 @@ class Memory:
             self.store.upsert(
                 [r.scene_id for r in need], vectors, [r.text for r in need],
                 [{**{k: v for k, v in r.meta.items() if isinstance(v, (str, int, float, bool))},
-                  "title": r.title, "kind": "scene"} for r in need],
+                  "title": r.title, "kind": "scene", **_source_meta(r)} for r in need],
             )
         # Couplings only after the vectors are safely in the store: a kill in between is healed on rerun
         # (the vectors of scenes stored by the killed run were read back when the ingest began).
@@ -171,7 +306,11 @@ class Memory:
         return np.stack([self._entity_vectors[n] for n in names]) if names else np.zeros((0, self.embedder.dim))
 
     def scenes(self, ids: Sequence[str]) -> dict[str, CachedScene]:
-        """Text, title and vector of stored scenes, read once per process (scenes never change under an id)."""
+        """Text, title and vector of stored scenes, read once per process (scenes never change under an id;
+        a scene forgotten since, here or by another process whose removal the graph has caught up with, is not)."""
+        gone = self.couplings.forgotten
+        for sid in [sid for sid in ids if sid in gone]:
+            self._scene_cache.pop(sid, None)
         missing = [sid for sid in dict.fromkeys(ids) if sid not in self._scene_cache]
         if missing:
             if len(self._scene_cache) + len(missing) > SCENE_CACHE:

@@ -413,6 +413,30 @@ class SceneStore:
                     metadatas=[_clean_meta(m) for m in metadatas[start:end]],
                 )
 
+    def delete(self, ids: Sequence[str], kind: str = "scenes") -> None:
+        """Remove ids (absent ones are ignored); the caller holds the writer lock."""
+        with self.lock.hold(f"removal of {kind}"), self._chroma():
+            for start in range(0, len(ids), ADD_BATCH):
+                self.collections[kind].delete(ids=list(ids[start : start + ADD_BATCH]))
+
+    def update_meta(self, ids: Sequence[str], metadatas: Sequence[dict[str, Any]], kind: str = "scenes") -> None:
+        """Merge metadata into stored items without touching their vectors or text; the caller holds the lock."""
+        with self.lock.hold(f"update of {kind}"), self._chroma():
+            for start in range(0, len(ids), ADD_BATCH):
+                self.collections[kind].update(ids=list(ids[start : start + ADD_BATCH]),
+                                              metadatas=[_clean_meta(m) for m in metadatas[start : start + ADD_BATCH]])
+
+    def ids_where(self, where: dict[str, Any], kind: str = "scenes") -> dict[str, dict[str, Any]]:
+        """id -> metadata of the items a Chroma metadata filter selects, read in pages."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._chroma():
+            while True:
+                page = self.collections[kind].get(where=where, include=["metadatas"], limit=ADD_BATCH,
+                                                  offset=len(out))
+                out.update((sid, meta or {}) for sid, meta in zip(page["ids"], page["metadatas"]))
+                if len(page["ids"]) < ADD_BATCH:
+                    return out
+
     def rebuild(self, kind: str, items: dict[str, dict[str, Any]]) -> None:
         """Replace a collection by a fresh one holding `items` (id -> text, meta, vector); the caller holds the lock.
 

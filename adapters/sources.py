@@ -33,6 +33,10 @@ class SceneRecord:
     id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     origin: str = field(default="", compare=False)  # "file:line", for messages about this record
+    # Where the scene comes from: a file's absolute path, or a document id the caller (or a jsonl record's
+    # "source") gives; re-ingesting a source replaces its scenes. `position` is the scene's place in it.
+    source: str | None = None
+    position: int | None = None
 
     @property
     def scene_id(self) -> str:
@@ -59,7 +63,7 @@ def read_sources(paths: list[str]) -> list[SceneRecord]:
             raise SceneFileError(str(path), None, "no such file or folder")
         for f in files:
             try:
-                records.extend(_read_file(f, errors))
+                records.extend(with_source(_read_file(f, errors), str(f.resolve())))
             except SceneFileError as exc:
                 errors.append(exc)
     errors.extend(_id_conflicts(records))
@@ -68,6 +72,18 @@ def read_sources(paths: list[str]) -> list[SceneRecord]:
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         first = errors[0]
         raise SceneFileError(first.path, first.line, f"{first.reason}. Nothing was ingested. All problems: {listed}{more}")
+    return records
+
+
+def with_source(records: list[SceneRecord], source: str | None) -> list[SceneRecord]:
+    """Records given `source` where they name none, and each its position within its own source."""
+    seen: dict[str | None, int] = {}
+    for rec in records:
+        if rec.source is None:
+            rec.source = source
+        if rec.source is not None and rec.position is None:
+            rec.position = seen.get(rec.source, 0)
+        seen[rec.source] = seen.get(rec.source, 0) + 1
     return records
 
 
@@ -131,10 +147,13 @@ def _record(obj: Any, path: Path, line: int | None) -> SceneRecord:
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise SceneFileError(str(path), line, "\"meta\" must be an object")
-    sid, title = obj.get("id"), obj.get("title")
+    sid, title, source = obj.get("id"), obj.get("title"), obj.get("source")
+    if source is not None and (not isinstance(source, str) or not source.strip()):
+        raise SceneFileError(str(path), line, "\"source\" must be a non-empty string (a document id)")
     return SceneRecord(text=text.strip(), title=str(title).strip() if title else None,
                        id=str(sid) if sid is not None else None, meta=meta,
-                       origin=f"{path}:{line}" if line is not None else str(path))
+                       origin=f"{path}:{line}" if line is not None else str(path),
+                       source=source.strip() if source else None)
 
 
 def _read_corpus_json(path: Path, text: str) -> list[SceneRecord]:
@@ -160,8 +179,7 @@ def _chunk_text(path: Path, text: str) -> list[SceneRecord]:
 
     def flush() -> None:
         if buf:
-            records.append(SceneRecord(text="\n".join(buf), title=title, meta={"source": str(path)},
-                                       origin=str(path)))
+            records.append(SceneRecord(text="\n".join(buf), title=title, origin=str(path)))
             buf.clear()
 
     for para in re.split(r"\n\s*\n", text):

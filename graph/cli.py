@@ -33,9 +33,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, create=True)
     start = time.perf_counter()
     with tqdm(total=len(records), unit="scene", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
-        report = mem.ingest(records, progress=bar.update)
+        report = mem.ingest(records, progress=bar.update, replace_sources=not getattr(args, "add_only", False))
     took = time.perf_counter() - start
-    print(f"{report.records} records: {report.added} added, {report.already_present} already present "
+    print(f"{report.records} records: {report.added} added, {report.already_present} already present, "
+          f"{report.removed} removed (gone from their file) "
           f"-> {report.scenes} scenes, {report.couplings} couplings in {ctx.data_dir} ({took:.1f}s)")
     if report.rewritten:
         print(f"  {report.rewritten} of them were stored but their vectors did not read back: written again")
@@ -230,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="add scenes from jsonl / txt / md / {title,text} json files")
     ing.add_argument("paths", nargs="+")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
+    ing.add_argument("--add-only", action="store_true", dest="add_only",
+                     help="keep scenes that vanished from a file ingested before (default: the file replaces them)")
     ing.set_defaults(func=cmd_ingest)
 
     def ask_options(p: argparse.ArgumentParser) -> None:

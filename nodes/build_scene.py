@@ -58,6 +58,9 @@ def build_scene(state: ThinkingState, runtime: Runtime[Context]) -> dict:
               "covered": [], "pending": [], "formulas": [], "crystals": [], "answer": "", "evidence": [],
               "citations": []}
     carried = top_recalled(state.active, ctx.top_k)
+    if carried:  # a scene forgotten since the last turn does not carry
+        held = mem.scenes([r.id for r in carried])
+        carried = [r for r in carried if r.id in held]
     if carried:
         drop = max(0.0, carried[0].score) * CARRY_DISCOUNT
         update["active"] = {r.id: r.model_copy(update={"score": round(r.score - drop, 6), "epoch": epoch})

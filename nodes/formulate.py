@@ -7,12 +7,12 @@ clause of each scene that carries the link) and a score-weighted vector.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
 from langgraph.runtime import Runtime
 
+from adapters.citations import formula_id
 from adapters.lexicon import extract_entities, norm, split_clauses
 from nodes.resonate import top_recalled
 from nodes.resources import emit, memory, settings, unit
@@ -84,7 +84,7 @@ def formulate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     for chain in chains(top, links):
         in_chain = [c for c in links if c.source in chain and c.target in chain]
         formulas.append(Formula(
-            id="f-" + hashlib.sha256("|".join(sorted(chain)).encode()).hexdigest()[:16],
+            id=formula_id(chain),
             chain=chain, links=in_chain, summary=summarise(chain, in_chain, texts),
         ))
     if formulas and ctx.write_back:  # asking is read-only unless the run writes back (chat does)

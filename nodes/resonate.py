@@ -52,7 +52,7 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
     terms = terms_of(text)
     trust = lexical_trust(graph, terms)
     entities = {e: w * trust for e, w in entities.items()} if trust < 1.0 else entities
-    lexical = np.zeros(graph.n)
+    lexical = np.zeros(graph.size)  # per position (a removed scene leaves a free one)
     if ctx.bm25_weight:
         lexical += ctx.bm25_weight * _z(graph.bm25(terms))
     if ctx.title_weight or ctx.mention_weight:
