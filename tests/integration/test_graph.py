@@ -16,10 +16,9 @@ pytestmark = pytest.mark.integration
 NODES = {"interpret", "build_scene", "resonate", "expand", "probe", "formulate", "decode", "crystallize"}
 
 
-def test_stream_shows_every_node_and_probes_at_depth(demo_context):
-    seen, events = [], []
-    final = None
-    for mode, chunk in graph.stream({"question": DEMO_QUESTION}, context=demo_context,
+def stream_run(ctx: Context) -> tuple[list[str], list[dict], dict]:
+    seen, events, final = [], [], {}
+    for mode, chunk in graph.stream({"question": DEMO_QUESTION}, context=ctx,
                                     stream_mode=["updates", "custom", "values"]):
         if mode == "updates":
             seen.extend(chunk)
@@ -27,12 +26,56 @@ def test_stream_shows_every_node_and_probes_at_depth(demo_context):
             events.append(chunk)
         else:
             final = chunk
+    return seen, events, final
+
+
+def test_stream_shows_every_node_and_probes_at_depth(demo_store, tmp_path):
+    import shutil
+
+    # Its own copy: the second run writes back, so that the recurring field crystallises.
+    data_dir = shutil.copytree(demo_store, tmp_path / "store", ignore=shutil.ignore_patterns("threads.sqlite*"))
+    ctx = Context(data_dir=str(data_dir), write_back=True)
+    seen, events, final = stream_run(ctx)
     assert NODES <= set(seen)
     assert seen[:3] == ["interpret", "build_scene", "resonate"] and seen[-1] == "crystallize"
-    assert any(e["event"] == "probes" and e["depth"] == 1 for e in events)
     assert final["answer"] and final["citations"]
-    assert final["retrievals"] <= demo_context.retrieval_budget
-    assert max(p.depth for p in final["probes"]) <= demo_context.max_depth
+    assert final["retrievals"] <= ctx.retrieval_budget
+    assert max(p.depth for p in final["probes"]) <= ctx.max_depth
+    kinds = [e["event"] for e in events]
+    # woke (resonance), probes, one woke per probe, resolved, formulas: in that order; no recurrence yet.
+    assert kinds[:2] == ["woke", "probes"] and kinds[-2:] == ["resolved", "formulas"] and "crystal" not in kinds
+    titles = {r.id: r.title for r in final["active"].values()}
+
+    woke = events[0]
+    assert woke["depth"] == 0 and "gaby a true story" in woke["entities"]
+    assert len(woke["scenes"]) == ctx.top_k and woke["scenes"][0]["title"] == "Gaby: A True Story"
+    assert "Luis Mandoki" in [s["title"] for s in woke["scenes"]]
+    assert [s["score"] for s in woke["scenes"]] == sorted((s["score"] for s in woke["scenes"]), reverse=True)
+    assert all(titles[s["id"]] == s["title"] for s in woke["scenes"])
+
+    probes = events[1]
+    assert probes["depth"] == 1 and 0 < len(probes["probes"]) <= ctx.max_probes
+    assert [p["id"] for p in probes["probes"]] == [p.id for p in final["probes"]]
+    bridge = next(p for p in probes["probes"] if p["target"] == "luis mandoki")
+    assert bridge["reason"] == "bridge" and bridge["parent_title"] == "Gaby: A True Story"
+    assert bridge["parent"] == woke["scenes"][0]["id"] and bridge["text"].endswith("luis mandoki")
+
+    per_probe = [e for e in events if e["event"] == "woke" and e["depth"] == 1]
+    assert sorted(e["probe"] for e in per_probe) == sorted(p["id"] for p in probes["probes"])
+    mandoki = next(e for e in per_probe if e["probe"] == bridge["id"])
+    assert mandoki["target"] == "luis mandoki" and "Luis Mandoki" in [s["title"] for s in mandoki["scenes"][:2]]
+    assert events[-2] == {"event": "resolved", "depth": 1, "reason": "max depth 1 reached"}
+
+    formulas = events[-1]["formulas"]
+    assert [f["id"] for f in formulas] == [f.id for f in final["formulas"]]
+    chain = [c["title"] for c in formulas[0]["chain"]]
+    assert chain[:2] == ["Gaby: A True Story", "Luis Mandoki"] and "luis mandoki" in formulas[0]["via"]
+    assert [c["id"] for c in formulas[0]["chain"]] == final["formulas"][0].chain
+
+    # The same question again: its field recurs, and the crystal event names the crystal the run returns.
+    _, again, second = stream_run(ctx)
+    crystal = again[-1]
+    assert crystal == {"event": "crystal", "id": second["crystals"][0].id, "label": DEMO_QUESTION, "count": 2}
 
 
 def test_two_hop_question_answers_with_its_chain_of_evidence(demo_context):
