@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from state.errors import SceneMindError, StoreBusy, StoreDamaged, StoreFull, StoreUnavailable
+from adapters.coupling_spread import Couplings, local_spread
 from adapters.lexicon import capitalised_spans, is_stop, norm, title_aliases, words
 
 SCHEMA = """
@@ -681,6 +682,26 @@ class CouplingGraph:
             xs, xe = ((1 - restart) * self._scene_dot(xe * w["inv_df"]) + restart * ps,
                       (1 - restart) * w["idf"] * self._entity_dot(xs * out_scale) + restart * pe)
         return xs
+
+    def spread_near(self, seed_scenes: dict[int, float], seed_entities: dict[str, float], restart: float,
+                    iterations: int, floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """`spread` on sparse vectors, as (positions, activation): only the couplings of scenes and entities that
+        hold activation are read, and activation under `floor` is dropped after each step (0: `spread` exactly).
+        Its cost follows the seeds' neighbourhood, not the memory's size."""
+        w = self._weights()
+        if "out_scale" not in w:
+            w["out_scale"] = 1.0 / np.maximum(w["mass"], 1e-12)
+        er, ec, *_ = self._tail_coo()
+        couplings = Couplings(rows=(self._b.indptr, self._b.indices, self._b.data),
+                              cols=(self._b_cols.indptr, self._b_cols.indices, self._b_cols.data),
+                              scene_out=w["out_scale"], entity_in=w["idf"], entity_out=w["inv_df"],
+                              scenes=self.size, entities=len(self.entity_names), tail=(er, ec))
+        eids = {self.entity_id[e]: x for e, x in seed_entities.items()
+                if e in self.entity_id and self.entity_df[self.entity_id[e]]}
+        return local_spread(couplings, (np.fromiter(seed_scenes, dtype=np.int64, count=len(seed_scenes)),
+                                        np.fromiter(seed_scenes.values(), dtype=float, count=len(seed_scenes))),
+                            (np.fromiter(eids, dtype=np.int64, count=len(eids)),
+                             np.fromiter(eids.values(), dtype=float, count=len(eids))), restart, iterations, floor)
 
     def query_entities(self, question: str, max_ngram: int = 12) -> dict[str, float]:
         """The question's entities, resolved against memory, each weighted by rarity.

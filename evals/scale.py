@@ -64,9 +64,9 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"(])")
 class Pool:
     """Sentences of the pool corpora with their article titles, and (once embedded) their vectors."""
 
-    def __init__(self, cache: Path, limit: int = 0):
+    def __init__(self, cache: Path, corpora: list[Path], limit: int = 0):
         sentences = []
-        for path in POOL_CORPORA:
+        for path in corpora:
             raw = json.loads(path.read_text(encoding="utf-8"))
             items = raw.items() if isinstance(raw, dict) else ((p["title"], p["text"]) for p in raw)
             for title, text in items:
@@ -78,7 +78,7 @@ class Pool:
         title_of = {t: n for n, t in enumerate(self.titles)}
         self.text = [s for s, _ in sentences]
         self.title_id = np.array([title_of[t] for _, t in sentences], dtype=np.int64)
-        self.cache = cache / f"pool_vectors_{len(self.text)}.npz"
+        self.cache = cache / f"pool_vectors_{'_'.join(p.stem for p in corpora)}_{len(self.text)}.npz"
         self.sentence_vectors: np.ndarray | None = None
         self.title_vectors: np.ndarray | None = None
         self.embed_seconds = 0.0
@@ -134,23 +134,23 @@ def synthetic(pool: Pool, count: int, first_block: int = 0):
         b += 1
 
 
-def gold_records(questions_n: int) -> list:
+def gold_records(question_file: Path, questions_n: int) -> list:
     """Every paragraph of the first `questions_n` musique_train questions (gold and their own distractors) as
     records, as evals.multihop ingests them: for all 100 questions, exactly musique_train_corpus."""
     from adapters.sources import SceneRecord
     from evals.multihop import load_questions
 
     records = [SceneRecord(text=x.strip(), title=t.strip() or None)
-               for q in load_questions(str(QUESTIONS))[:questions_n] for t, x in q.pool if x.strip()]
+               for q in load_questions(str(question_file))[:questions_n] for t, x in q.pool if x.strip()]
     return list({r.scene_id: r for r in records}.values())
 
 
-def gold(cache: Path, embedder, questions_n: int) -> tuple[list, np.ndarray, float]:
+def gold(cache: Path, embedder, question_file: Path, questions_n: int) -> tuple[list, np.ndarray, float]:
     """The questions' paragraphs as records, their real vectors (cached) and the seconds embedding them took."""
     from adapters.memory import passage_text
 
-    unique = gold_records(questions_n)
-    path = cache / f"gold_vectors_{questions_n}.npz"
+    unique = gold_records(question_file, questions_n)
+    path = cache / f"gold_vectors_{question_file.stem}_{questions_n}.npz"
     if path.exists():
         saved = np.load(path)
         if len(saved["vectors"]) == len(unique):
@@ -197,8 +197,10 @@ def memory_guard() -> None:
 
 # --- building -------------------------------------------------------------------------------
 def store_dir(args: argparse.Namespace, size: int, real: bool = False) -> Path:
-    """One folder per store; a smaller gold set or pool (the test's) gets a name of its own."""
-    name = str(size) + (f"-q{args.gold_questions}" if args.gold_questions != 100 else "") + (
+    """One folder per store; other questions, gold set or pool (the test's) get a name of their own."""
+    name = str(size) + ("" if args.question_file == QUESTIONS else f"-{args.question_file.stem}") + (
+        "" if args.pool_corpus == list(POOL_CORPORA) else "-" + "-".join(p.stem for p in args.pool_corpus)) + (
+        f"-q{args.gold_questions}" if args.gold_questions != 100 else "") + (
         f"-p{args.pool}" if args.pool else "") + ("-real" if real else "")
     return args.cache / name
 
@@ -256,9 +258,9 @@ def materials(args: argparse.Namespace) -> tuple[Any, Pool, tuple[list, np.ndarr
     from adapters.embedder import load_embedder
 
     embedder = load_embedder(args.embedder)
-    pool = Pool(args.cache, args.pool)
+    pool = Pool(args.cache, args.pool_corpus, args.pool)
     pool.embed(embedder)
-    return embedder, pool, gold(args.cache, embedder, args.gold_questions)
+    return embedder, pool, gold(args.cache, embedder, args.question_file, args.gold_questions)
 
 
 def disk_sizes(where: Path) -> dict[str, float]:
@@ -356,14 +358,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def measure(where: Path, args: argparse.Namespace, ks=(2, 5, 10)) -> dict[str, Any]:
     """Open the store cold, build its coupling graph, run the questions, update the graph by 1,000 scenes."""
-    from tqdm import tqdm
-
     from adapters.coupling_index import CouplingGraph
     from adapters.lexicon import scene_keys
     from adapters.memory import open_memory
-    from evals.multihop import load_questions, passage_key
     from graph.builder import build_graph
-    from state.context import Context
 
     load_start = load()
     t0 = time.perf_counter()
@@ -378,21 +376,62 @@ def measure(where: Path, args: argparse.Namespace, ks=(2, 5, 10)) -> dict[str, A
     stages.wrap(mem.store, "nearest_ids", "store_query")
     stages.wrap(mem.store, "nearest", "crystals")
     stages.wrap(mem, "scenes", "scene_reads")
-    for attr, name in (("bm25", "bm25"), ("entity_bonus", "entity_bonus"), ("spread", "spread"),
+    for attr, name in (("bm25", "bm25"), ("entity_bonus", "entity_bonus"), ("spread", "spread"), ("spread_near", "spread"),
                        ("query_entities", "query_entities")):
         stages.wrap(CouplingGraph, attr, name)
-    ctx = Context(data_dir=str(where), embedder=args.embedder)
+    ctx = context(where, args)
     retrieval = build_graph(retrieval_only=True)
     t0 = time.perf_counter()
     retrieval.invoke({"question": WARM_QUESTION}, context=ctx)  # loads the HNSW index and warms the caches
     first_s = time.perf_counter() - t0
     stages.take()
 
-    ids = {passage_key(r.title or "", r.text): r.scene_id for r in gold_records(args.gold_questions)}
-    questions = load_questions(str(QUESTIONS))[: args.questions]
+    asked = ask_all(retrieval, ctx, args, stages, f"questions at {graph.n:,}", ks)
+    load_queries = load()
+    # Incremental: 1,000 scenes that are in no store, into the in-memory graph (keys computed beforehand).
+    pool = Pool(args.cache, args.pool_corpus, args.pool)
+    extra = next(synthetic(pool, 1000, first_block=10_000))[0]
+    keyed = [(r.scene_id, r.title, scene_keys(r.text, r.title)) for r in extra]
+    t0 = time.perf_counter()
+    for sid, title, keys in keyed:
+        graph.add(sid, title, keys)
+    graph.ready()
+    update_s = time.perf_counter() - t0
+    return {
+        "settings": list(args.set), "scenes": graph.n - len(keyed), "open_s": round(open_s, 2), "graph_build_s": round(graph_s, 2),
+        "graph_update_1000_s": round(update_s, 3), "first_query_s": round(first_s, 2),
+        **asked,
+        "peak_rss_mb": round(peak_rss_mb()), "rss_after_open_mb": round(rss_open), "rss_after_graph_mb": round(rss_graph),
+        "load": [load_start, load_queries], "disk_mb": disk_sizes(where),
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def context(where: Path, args: argparse.Namespace):
+    """The run's Context: the store, the embedder and the --set overrides (typed like the defaults)."""
+    from dataclasses import replace
+
+    from state.context import Context
+
+    ctx = Context(data_dir=str(where), embedder=args.embedder)
+    for item in args.set:
+        name, value = item.split("=", 1)
+        ctx = replace(ctx, **{name: type(getattr(ctx, name))(value)})
+    return ctx
+
+
+def ask_all(retrieval, ctx, args: argparse.Namespace, stages: Stages, desc: str, ks=(2, 5, 10)) -> dict[str, Any]:
+    """Every question through the retrieval graph: latency of resonate, each probe and the whole run; recall@k;
+    time per stage."""
+    from tqdm import tqdm
+
+    from evals.multihop import load_questions, passage_key
+
+    ids = {passage_key(r.title or "", r.text): r.scene_id for r in gold_records(args.question_file, args.gold_questions)}
+    questions = load_questions(str(args.question_file))[: args.questions]
     full, reson, probes, recalls = [], [], [], defaultdict(list)
     stage_rows: list[dict[str, float]] = []
-    for q in tqdm(questions, desc=f"questions at {graph.n:,}", file=sys.stderr):
+    for q in tqdm(questions, desc=desc, file=sys.stderr):
         started: dict[str, float] = {}
         final: dict = {}
         t_start = time.perf_counter()
@@ -414,30 +453,76 @@ def measure(where: Path, args: argparse.Namespace, ks=(2, 5, 10)) -> dict[str, A
         ranked = [r.id for r in sorted(final.get("active", {}).values(), key=lambda r: -r.score)]
         for k in ks:
             recalls[k].append(len(gold_ids & set(ranked[:k])) / len(gold_ids) if gold_ids else 0.0)
-    load_queries = load()
-    # Incremental: 1,000 scenes that are in no store, into the in-memory graph (keys computed beforehand).
-    pool = Pool(args.cache, args.pool)
-    extra = next(synthetic(pool, 1000, first_block=10_000))[0]
-    keyed = [(r.scene_id, r.title, scene_keys(r.text, r.title)) for r in extra]
-    t0 = time.perf_counter()
-    for sid, title, keys in keyed:
-        graph.add(sid, title, keys)
-    graph.ready()
-    update_s = time.perf_counter() - t0
     return {
-        "scenes": graph.n - len(keyed), "open_s": round(open_s, 2), "graph_build_s": round(graph_s, 2),
-        "graph_update_1000_s": round(update_s, 3), "first_query_s": round(first_s, 2),
         "latency_ms": {"resonate": percentiles(reson), "probe": percentiles(probes), "full": percentiles(full)},
         "stages_ms_p50": {n: round(1000 * float(np.median([r.get(n, 0.0) for r in stage_rows])), 1)
                           for n in Stages.NAMES},
         "stages_ms_mean": {n: round(1000 * float(np.mean([r.get(n, 0.0) for r in stage_rows])), 1)
                            for n in Stages.NAMES},
         "recall": {f"R@{k}": round(100 * float(np.mean(v)), 1) for k, v in recalls.items()},
+        "per_question_recall": {f"R@{k}": [round(x, 3) for x in v] for k, v in recalls.items()},
         "questions": len(questions),
-        "peak_rss_mb": round(peak_rss_mb()), "rss_after_open_mb": round(rss_open), "rss_after_graph_mb": round(rss_graph),
-        "load": [load_start, load_queries], "disk_mb": disk_sizes(where),
-        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+
+
+CHURN_SOURCE = "evals.scale churn"
+
+
+def churn(size: int, args: argparse.Namespace, count: int = 1000) -> dict[str, Any]:
+    """On a copy of the `size` store: add `count` new scenes through `Memory.ingest` (real embedder), then forget
+    them (`Memory.forget`); each against the time the embedder alone takes for those scenes, with the graph's
+    catch-up timed apart and recall of the questions before and after."""
+    from adapters.memory import Memory, open_memory, passage_text
+    from graph.builder import build_graph
+
+    if not hasattr(Memory, "forget"):
+        return {"error": "Memory.forget is not in this tree: add/forget not measured"}
+    source = store_dir(args, size)
+    where = args.cache / f"{source.name}-churn"
+    shutil.rmtree(where, ignore_errors=True)
+    shutil.copytree(source, where)
+    try:
+        mem = open_memory(str(where), args.embedder)
+        mem.couplings.graph()
+        stages = Stages()
+        ctx = context(where, args)
+        retrieval = build_graph(retrieval_only=True)
+        retrieval.invoke({"question": WARM_QUESTION}, context=ctx)
+        before = ask_all(retrieval, ctx, args, stages, f"questions before churn at {size:,}")
+        new = next(synthetic(Pool(args.cache, args.pool_corpus, args.pool), count, first_block=20_000))[0]
+        texts = [passage_text(r.title, r.text) for r in new]
+        load_start = load()
+        t0 = time.perf_counter()
+        mem.embedder.embed(texts)
+        embed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        added = mem.ingest(new, source=CHURN_SOURCE)
+        add_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mem.couplings.graph()
+        add_graph_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        forgot = mem.forget(source=CHURN_SOURCE)
+        forget_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mem.couplings.graph()
+        forget_graph_s = time.perf_counter() - t0
+        load_end = load()
+        after = ask_all(retrieval, ctx, args, stages, f"questions after churn at {size:,}")
+        return {
+            "size": size, "scenes_changed": count, "added": added.added,
+            "forgotten": getattr(forgot, "removed", None),
+            "embed_only_s": round(embed_s, 2), "add_s": round(add_s, 2), "add_graph_catch_up_s": round(add_graph_s, 3),
+            "forget_s": round(forget_s, 2), "forget_graph_catch_up_s": round(forget_graph_s, 3),
+            "add_vs_embed": round((add_s + add_graph_s) / embed_s, 2),
+            "forget_vs_embed": round((forget_s + forget_graph_s) / embed_s, 2),
+            "recall_before": before["recall"], "recall_after": after["recall"],
+            "same_per_question": before["per_question_recall"] == after["per_question_recall"],
+            "scenes_after": mem.store.count(), "load": [load_start, load_end],
+            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 # --- driving --------------------------------------------------------------------------------
@@ -445,7 +530,9 @@ def child(step: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     """Run one step in a fresh process (its own peak RSS); its JSON is the last line of its stdout."""
     cmd = [sys.executable, "-m", "evals.scale", "--step", step, "--sizes", str(size), "--questions",
            str(args.questions), "--gold-questions", str(args.gold_questions), "--pool", str(args.pool),
-           "--cache", str(args.cache), "--embedder", args.embedder]
+           "--question-file", str(args.question_file), "--pool-corpus", *map(str, args.pool_corpus),
+           "--cache", str(args.cache), "--embedder", args.embedder, "--churn", str(args.churn),
+           "--set", *args.set]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT.parent)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode or not lines:
@@ -460,6 +547,8 @@ def run_step(step: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
         return real_ingest(size, args)
     if step == "query":
         return measure(store_dir(args, size), args)
+    if step == "churn":
+        return churn(size, args)
     if step == "query-real":
         return measure(store_dir(args, size, real=True), args)
     raise ValueError(step)
@@ -471,24 +560,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", type=int, default=100, help="measure the first N musique_train questions")
     ap.add_argument("--gold-questions", type=int, default=100,
                     help="memory holds the paragraphs of the first N questions (100: all of musique_train_corpus)")
+    ap.add_argument("--question-file", type=Path, default=QUESTIONS,
+                    help="MuSiQue-style questions whose paragraphs the memory holds (default: musique_train)")
+    ap.add_argument("--pool-corpus", type=Path, nargs="+", default=list(POOL_CORPORA),
+                    help="corpora whose sentences make the synthetic scenes ({title, text} list or title -> sentences)")
     ap.add_argument("--pool", type=int, default=0, help="draw synthetic scenes from the first N pool sentences only")
     ap.add_argument("--real-ingest", type=int, default=10_000, metavar="N",
                     help="also ingest the first N scenes through Memory.ingest with the real embedder (0: skip)")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="Context overrides for the questions, e.g. spread_floor=0.2")
+    ap.add_argument("--out", type=Path, help="also write the results JSON here")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ap.add_argument("--record", action="store_true", help="replace the Scale section of evals/RESULTS.md")
     ap.add_argument("--plot", default=str(ROOT / "scale.png"))
-    ap.add_argument("--step", choices=("build", "real", "query", "query-real"), help=argparse.SUPPRESS)
+    ap.add_argument("--churn", type=int, default=100_000, metavar="SIZE",
+                    help="add 1,000 scenes to the SIZE memory, then forget them, timed against embedding them (0: skip)")
+    ap.add_argument("--step", choices=("build", "real", "query", "query-real", "churn"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if any(s < 1 for s in args.sizes):
         ap.error("sizes must be positive")
-    if not 1 <= args.questions <= args.gold_questions <= 100:
-        ap.error("need 1 <= --questions <= --gold-questions <= 100 (musique_train has 100 questions)")
+    for item in args.set:
+        from state.context import Context
+
+        name = item.split("=", 1)[0]
+        if "=" not in item or name not in Context.__dataclass_fields__:
+            ap.error(f"--set takes FIELD=VALUE with a Context field, got {item!r}")
+    if not 1 <= args.questions <= args.gold_questions:
+        ap.error("need 1 <= --questions <= --gold-questions")
+    for path in [args.question_file, *args.pool_corpus]:
+        if not path.is_file():
+            ap.error(f"no such file: {path} (set SCENEMIND_SHARED_DATA to the folder holding multihop/)")
     if args.step:  # a child: one step, JSON on the last line
         print(json.dumps(run_step(args.step, args.sizes[0], args)))
         return 0
-    results: dict[str, Any] = {"sizes": {}, "questions": args.questions}
+    results: dict[str, Any] = {"sizes": {}, "questions": args.questions, "settings": list(args.set)}
     for size in sorted(args.sizes):
         row: dict[str, Any] = {"build": child("build", size, args)}
         if "error" not in row["build"] and "aborted" not in row["build"]:
@@ -497,9 +604,13 @@ def main(argv: list[str] | None = None) -> int:
             row["real"] = child("real", size, args)
             if "error" not in row["real"]:
                 row["query_real"] = child("query-real", size, args)
+        if args.churn and size == args.churn and "query" in row:
+            row["churn"] = child("churn", size, args)
         results["sizes"][str(size)] = row
         print(f"{size:,}: {json.dumps(row)}", file=sys.stderr)
     print(table(results))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
     if args.plot:
         plot(results, Path(args.plot))
     if args.record:

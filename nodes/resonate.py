@@ -69,11 +69,23 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
         strongest = sorted(score, key=score.get, reverse=True)[: ctx.spread_seeds]
         top = score[strongest[0]]
         seeds = {graph.position[s]: float(np.exp(score[s] - top)) for s in strongest if s in graph.position}
-        boost = ctx.spread_weight * np.log1p(
-            graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations) * graph.n)
-        _add_cosines(mem, [graph.ids[p] for p in _top(boost, ctx.lexical_k)], cosine, vector)
-        score = {sid: (score[sid] if sid in score else seed(sid))
-                 + (boost[graph.position[sid]] if sid in graph.position else 0.0) for sid in cosine}
+        if ctx.spread_floor > 0:
+            # Only the seeds' neighbourhood: activation under spread_floor x the uniform level (1/n) is dropped
+            # at each step, so a probe reads the couplings near its seeds, not all of memory.
+            where, activation = graph.spread_near(seeds, entities, ctx.spread_restart, ctx.spread_iterations,
+                                                  floor=ctx.spread_floor / graph.n)
+        else:
+            activation = graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations)
+            where = np.arange(len(activation))
+        boost = ctx.spread_weight * np.log1p(activation * graph.n)  # `where` is sorted
+        _add_cosines(mem, [graph.ids[where[i]] for i in _top(boost, ctx.lexical_k)], cosine, vector)
+
+        def boost_of(sid: str) -> float:
+            pos = graph.position.get(sid, -1)
+            at = int(np.searchsorted(where, pos))
+            return float(boost[at]) if at < len(where) and where[at] == pos else 0.0
+
+        score = {sid: (score[sid] if sid in score else seed(sid)) + boost_of(sid) for sid in cosine}
     for sid, bias in crystal_bias(mem, ctx, vector).items():
         if sid in score:
             score[sid] += bias
