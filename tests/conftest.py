@@ -35,7 +35,17 @@ def demo_store(tmp_path_factory, embedder) -> str:
 
     data_dir = str(tmp_path_factory.mktemp("demo_store"))
     open_memory(data_dir, "all-MiniLM-L6-v2", create=True).ingest(read_sources([str(DEMO_SCENES)]))
-    return data_dir
+    counts = shared_store_counts(data_dir, embedder)
+    yield data_dir
+    # Shared by every test: none may write to it (runs are read-only unless write_back; writers copy it).
+    assert shared_store_counts(data_dir, embedder) == counts, "a test wrote to the shared demo store"
+
+
+def shared_store_counts(data_dir: str, embedder) -> dict[str, int]:
+    from adapters.memory import Memory
+
+    store = Memory(data_dir, embedder).store
+    return {kind: store.count(kind) for kind in ("scenes", "formulas", "fields", "crystals")}
 
 
 @pytest.fixture
