@@ -76,6 +76,19 @@ def render_prompt(tokenizer: Any, messages: list[BaseMessage]) -> tuple[str, boo
     return "\n\n".join(parts) + "\n\nAssistant:", True
 
 
+def prompt_ids(tokenizer: Any, messages: list[BaseMessage]) -> list[int]:
+    """The prompt's token ids, exactly as generation feeds them and training learns after them.
+
+    A BERT-style tokenizer closes a sequence with [SEP], its end-of-sequence token: a prompt that
+    ended with it would ask the model to go on after the end, so it is left off.
+    """
+    prompt, special = render_prompt(tokenizer, messages)
+    ids = tokenizer(prompt, add_special_tokens=special, return_token_type_ids=False)["input_ids"]
+    if special and tokenizer.sep_token_id is not None and ids[-1:] == [tokenizer.sep_token_id]:
+        ids = ids[:-1]
+    return ids
+
+
 def resolve_model(path: str, adapter: str = "") -> tuple[Path, Path | None]:
     """(base folder, adapter folder) for a model folder, or for an adapter folder that names its base."""
     folder = Path(path).expanduser()
@@ -371,8 +384,8 @@ class LocalChatModel(BaseChatModel):
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         _, tokenizer, lock, shared, adapter = self._loaded
-        prompt, special = render_prompt(tokenizer, messages)
-        batch = tokenizer(prompt, return_tensors="pt", add_special_tokens=special, return_token_type_ids=False)
+        ids = torch.tensor([prompt_ids(tokenizer, messages)])
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         new_tokens = int(kwargs.get("max_tokens", self.max_new_tokens))
         model = shared.model
         # The prompt and the reply share the model's context window: a prompt past it leaves no room to answer.

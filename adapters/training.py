@@ -25,9 +25,9 @@ from adapters.chat_models import (
     device,
     load_base,
     load_tokenizer,
-    render_prompt,
     resolve_model,
 )
+from adapters.chat_models import prompt_ids as encode_prompt  # the local name prompt_ids is the ids themselves
 from state.errors import DecoderConfigError, SceneFileError
 from state.models import Formula, Recalled
 
@@ -124,10 +124,7 @@ def read_interpreter_examples(path: str) -> list[Example]:
 
 def encode_example(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int], list[int]]:
     """(input ids, labels): the prompt as the backend renders it, the loss on the target (+ EOS) only."""
-    prompt, special = render_prompt(tokenizer, example.messages)
-    prompt_ids = tokenizer(prompt, add_special_tokens=special, return_token_type_ids=False)["input_ids"]
-    if special and tokenizer.sep_token_id is not None and prompt_ids[-1:] == [tokenizer.sep_token_id]:
-        prompt_ids = prompt_ids[:-1]  # a BERT-style tokenizer closes with [SEP]; generation would not see it
+    prompt_ids = encode_prompt(tokenizer, example.messages)  # as the hf: decoder feeds it
     target_ids = tokenizer(" " + example.target, add_special_tokens=False, return_token_type_ids=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         target_ids = target_ids + [tokenizer.eos_token_id]

@@ -111,9 +111,25 @@ def test_hf_decoder_answers_through_the_graph_and_cites_prompt_scenes(demo_store
 
 
 def test_plain_prompt_with_a_bert_tokenizer(bert_tokenized_lm):
+    from adapters.chat_models import render_prompt
+    from adapters.decoders import answer_messages
+    from adapters.training import Example, encode_example
+
     chat = LocalChatModel(model_path=bert_tokenized_lm, max_new_tokens=6)
     tokenizer = chat._loaded[1]
     assert not tokenizer.chat_template and "token_type_ids" in tokenizer("x")
+    messages = answer_messages("Who directed Gaby?", SCENES, [])
+    prompt, special = render_prompt(tokenizer, messages)
+    # No chat template: the plain System/User/Assistant prompt, with the tokenizer's own [CLS].
+    assert special and prompt == f"System: {messages[0].content}\n\nUser: {messages[1].content}\n\nAssistant:"
+    assert "[a1b2] Gaby: Gaby: A True Story" in prompt and "Question: Who directed Gaby?" in prompt
+    # What generation feeds is what training learns after: [CLS] + the prompt, never a closing [SEP] (the
+    # end-of-sequence token here), and no token_type_ids (generate would reject them).
+    fed = chat.invoke(messages)
+    trained_on = encode_example(tokenizer, Example(messages, "x"), 4096)[0]
+    prompt_len = fed.usage_metadata["input_tokens"]
+    expected = [tokenizer.cls_token_id] + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert trained_on[:prompt_len] == expected and prompt_len == len(expected)
     decoded = ChatDecoder(chat, "hf").decode("Who directed Gaby?", np.zeros(3), SCENES, [])
     assert decoded.answer.strip() and decoded.citations == ["a1b2", "c3d4"]
 
@@ -202,10 +218,10 @@ def test_trained_decoder_adapter_reloads_changes_output_and_cites(demo_store, ti
         DEMO_QUESTION, np.zeros(3), top, first["formulas"])
     assert trained.answer != base.answer
     assert f"[{target}]" in trained.answer and trained.citations == [target]
-    # And through the graph (its field may have moved a little since: crystals bias resonance).
+    # And through the graph: runs do not write to the store, so the field is the one the adapter learned on.
     out = graph.invoke({"question": DEMO_QUESTION},
                        context=Context(data_dir=demo_store, top_k=2, decoder=f"hf:{out_dir}", max_new_tokens=40))
-    assert out["answer"] != base.answer and out["answer"].startswith("[")
+    assert out["answer"] == trained.answer and out["citations"] == [target]
 
 
 def test_qlora_training_runs_on_cpu(tiny_lm, tmp_path):

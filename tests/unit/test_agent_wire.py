@@ -14,6 +14,7 @@ from adapters.agent_service import Guard, create_agent_app
 from graph.serve_cli import check_exposure
 from nodes.interpret import interpret
 from state.context import Context
+from state.thinking import ThinkingState
 from state.errors import (
     AgentRefused,
     AgentUnavailable,
@@ -65,12 +66,18 @@ def test_public_bind_needs_a_token():
 
 
 def test_node_call_roundtrip_keeps_types(interpreter):
-    payload = node_payload("interpret", {"question": "Who directed the film Gaby: A True Story?"}, Context())
+    question = "Who directed the film Gaby: A True Story, and where was its director born?"
+    payload = node_payload("interpret", {"question": question}, Context())
     assert payload["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
     resp = interpreter.post("/v1/interpret", json=payload)
     assert resp.status_code == 200, resp.text
     update = as_update(NodeReply.model_validate(resp.json()))
-    assert set(update) == {"parse"} and "Gaby" in " ".join(update["parse"].entities)
+    # Over the wire the node's update is what the node returns in process: same keys, types and values.
+    runtime = type("R", (), {"context": Context(), "stream_writer": None})()
+    local = interpret(ThinkingState(question=question), runtime)
+    assert set(update) == set(local) == {"parse"}
+    assert type(update["parse"]) is type(local["parse"]) and update["parse"] == local["parse"]
+    assert update["parse"].model_dump() == local["parse"].model_dump() and update["parse"].entities
 
 
 def test_service_refusals(interpreter):
