@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -99,11 +99,13 @@ def _reply(agent: str, node: str, update: dict[str, Any], events: list[dict]) ->
 
 
 def create_agent_app(agent: str, nodes: dict[str, Callable[..., dict]], context: Context, embedder: EmbedderTag,
-                     store: str, extra: FastAPI | None = None) -> FastAPI:
+                     store: str, extra: FastAPI | None = None,
+                     forget: Callable[[list[str], list[str]], dict[str, Any]] | None = None) -> FastAPI:
     """One agent's app: a route per node, each running `nodes[name](input, runtime)` in this process.
 
     `context` holds the service's own resources (data dir, store URL, embedder, decoder); a request
     brings only the run settings. `extra` (the decoder's OpenAI-compatible app) adds its routes.
+    `forget(sources, scene_ids)` (the resonator's memory) adds `DELETE /v1/scenes`.
     """
     unknown = set(nodes) - set(AGENT_NODES.get(agent, nodes))
     assert not unknown, f"{agent} does not run {unknown}"
@@ -161,6 +163,14 @@ def create_agent_app(agent: str, nodes: dict[str, Callable[..., dict]], context:
         route = probe_route(name, fn) if probe else state_route(name, fn)
         app.post(f"/v1/{name}", response_model=NodeReply, responses=errors,
                  summary=f"run {name} on {'one probe' if probe else 'the thinking state'}")(route)
+
+    if forget is not None:
+        @app.delete("/v1/scenes", responses=errors, summary="forget scenes: every scene of a source, or given ids")
+        def delete_scenes(source: list[str] = Query(default=[], description="a file path or document id (repeatable)"),
+                          scene_id: list[str] = Query(default=[], description="a scene id (repeatable)")) -> JSONResponse:
+            if not source and not scene_id:
+                raise AgentRefused("forget what? give ?source=PATH_OR_ID or ?scene_id=ID (each repeatable)")
+            return JSONResponse(forget(source, scene_id))
 
     if extra is not None:
         # Its API routes join this app (not a mount), so they show in this agent's OpenAPI too.

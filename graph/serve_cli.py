@@ -147,7 +147,16 @@ def build_app(agent: str, ctx: Context, token: str = "", max_body_bytes: int | N
             from adapters.openai_server import create_app as openai_app
 
             extra = openai_app(thinking_chat(ctx), OPENAI_MODEL_NAME)
-        apps[name] = create_agent_app(name, {n: functions[n] for n in AGENT_NODES[name]}, ctx, tag, store, extra)
+        forget = None
+        if name == "resonator":  # the agent that reads memory also forgets from it (DELETE /v1/scenes)
+            def forget(sources: list[str], scene_ids: list[str]) -> dict[str, Any]:
+                from dataclasses import asdict
+
+                from graph.store_cli import source_names
+
+                return asdict(memory(ctx).forget(source=source_names(sources), scene_ids=scene_ids))
+        apps[name] = create_agent_app(name, {n: functions[n] for n in AGENT_NODES[name]}, ctx, tag, store, extra,
+                                      forget=forget)
     app = apps[agent] if agent != "all" else create_all_app(apps)
     return Guard(app, token=token, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
 

@@ -322,3 +322,30 @@ def test_a_second_writer_is_refused_with_a_clear_line(tmp_path, embedder):
         holder.wait()
     assert mem.store.count() == 5  # nothing was changed while refused
     assert mem.ingest(read_sources([str(doc)])).removed == 2  # and the change goes through once the lock is free
+
+
+# --- the services ---------------------------------------------------------------------------
+
+def test_the_resonator_service_forgets_with_delete(tmp_path, embedder):
+    import httpx
+
+    from agent_servers import serve
+
+    doc = write_jsonl(tmp_path / "doc.jsonl", DEMO[:3])
+    keep = write_jsonl(tmp_path / "keep.jsonl", DEMO[3:6])
+    data_dir = tmp_path / "store"
+    Memory(str(data_dir), embedder, create=True).ingest(read_sources([str(doc), str(keep)]))
+    one = read_sources([str(keep)])[0].scene_id
+    server = serve("resonator", data_dir, tmp_path)
+    try:
+        url = f"{server.url}/v1/scenes"
+        gone = httpx.delete(url, params={"source": str(doc), "scene_id": [one, "s-nothing"]}, timeout=120)
+        assert gone.status_code == 200, gone.text
+        assert gone.json()["removed"] == 4 and gone.json()["scenes"] == 2 and gone.json()["not_found"] == ["s-nothing"]
+        empty = httpx.delete(url, timeout=60)
+        assert empty.status_code == 422 and "forget what?" in empty.json()["detail"]
+        assert "delete" in httpx.get(f"{server.url}/openapi.json", timeout=60).json()["paths"]["/v1/scenes"]
+    finally:
+        server.stop()
+    left = Memory(str(data_dir), embedder)
+    assert sorted(left.store.all_ids()) == sorted(r.scene_id for r in read_sources([str(keep)])[1:])
