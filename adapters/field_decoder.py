@@ -418,7 +418,7 @@ def _build(base: str, texts: list[str], dim: int, n_prefix: int, work: Path, hid
     return lm, tokenizer, "lora"
 
 
-def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str = "all-MiniLM-L6-v2",
+def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str | None = None,
                         epochs: int = 5, lr: float = 2e-3, batch_size: int = 32, holdout: int = 200,
                         n_prefix: int = 4, hidden: int = 192, layers: int = 3, vocab: int = 3072, rank: int = 16,
                         max_tokens: int = 48, noise: float = 0.3, limit: int | None = None, seed: int = 0,
@@ -437,7 +437,7 @@ def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str 
     import torch
     from tqdm import tqdm
 
-    from adapters.embedder import load_embedder
+    from adapters.embedder import DEFAULT_EMBEDDER, load_embedder
 
     if epochs < 1 or lr <= 0 or batch_size < 1 or prototypes < 0:
         raise DecoderConfigError("epochs and batch size must be >= 1, lr > 0, prototypes >= 0")
@@ -450,7 +450,7 @@ def train_field_decoder(corpus: str, base: str, out: str, *, embedder_spec: str 
     if len(sentences) <= holdout + batch_size:
         raise DecoderConfigError(f"{corpus}: {len(sentences)} sentences are too few for a hold-out of {holdout}")
     train_idx, held_idx = split_holdout(len(sentences), holdout, seed)
-    embedder = load_embedder(embedder_spec)
+    embedder = load_embedder(embedder_spec or DEFAULT_EMBEDDER)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

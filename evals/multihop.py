@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from adapters.embedder import DEFAULT_EMBEDDER
+
 CACHE = Path(__file__).resolve().parent / ".cache"
 MODES = ("dense", "resonance", "full")
 
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--limit", type=int, help="first N questions only")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="Context overrides, e.g. top_k=10")
-    ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--embedder", default=DEFAULT_EMBEDDER)
     ap.add_argument("--cache", type=Path, default=CACHE, help="where ingested eval stores are kept")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args(argv)

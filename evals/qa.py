@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters.embedder import DEFAULT_EMBEDDER
 from evals.multihop import CACHE, build_store, load_corpus, parse_question, passage_key
 
 RECORDS = Path(__file__).resolve().parent / "qa_runs"
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions")
     ap.add_argument("--corpus", help="passages to ingest (default: the questions' own paragraphs)")
     ap.add_argument("--limit", type=int, help="first N questions only")
-    ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--embedder", default=DEFAULT_EMBEDDER)
     ap.add_argument("--cache", type=Path, default=CACHE, help="where ingested eval stores are kept")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ap.add_argument("--record", metavar="NAME", help=f"keep this run's figures in {RECORDS.name}/NAME.json")

@@ -14,8 +14,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if not args.corpus:
             raise DecoderConfigError("train field-decoder needs --corpus FILE (json list of {title,text}, jsonl or txt)")
-        report = train_field_decoder(args.corpus, args.base, args.out, embedder_spec=args.embedder or
-                                     "all-MiniLM-L6-v2", epochs=args.epochs or 5, lr=args.lr or 2e-3,
+        report = train_field_decoder(args.corpus, args.base, args.out, embedder_spec=args.embedder,
+                                     epochs=args.epochs or 5, lr=args.lr or 2e-3,
                                      batch_size=args.batch_size, holdout=args.holdout, hidden=args.hidden,
                                      layers=args.layers, vocab=args.vocab, limit=args.limit, threads=args.threads,
                                      prototypes=args.prototypes,

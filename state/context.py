@@ -29,8 +29,9 @@ class Context:
         metadata={"description": "Chroma server URL (http://host:port); empty means the embedded store in data_dir."},
     )
     embedder: str = field(
-        default="all-MiniLM-L6-v2",
-        metadata={"description": "Embedder: the bundled all-MiniLM-L6-v2 or a local sentence-transformers folder."},
+        default="multilingual-e5-small",
+        metadata={"description": "Embedder: the bundled multilingual-e5-small (Russian + English), all-MiniLM-L6-v2 "
+                                 "(English only, ~3x faster ingest), or a local sentence-transformers folder."},
     )
     top_k: int = field(default=5, metadata={"description": "Scenes kept in the final field and cited."})
     # Resonance and expansion defaults were chosen by the sweep in evals/RESULTS.md (MuSiQue train).

@@ -28,13 +28,13 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory, embedder) -> str:
-    """A data dir holding the bundled demo corpus (300 real passages)."""
+    """A data dir holding the bundled demo corpus (300 real passages), embedded by the default embedder."""
     from adapters.memory import open_memory
     from adapters.sources import read_sources
     from scenemind_data import DEMO_SCENES
 
     data_dir = str(tmp_path_factory.mktemp("demo_store"))
-    open_memory(data_dir, "all-MiniLM-L6-v2", create=True).ingest(read_sources([str(DEMO_SCENES)]))
+    open_memory(data_dir, embedder.spec, create=True).ingest(read_sources([str(DEMO_SCENES)]))
     counts = shared_store_counts(data_dir, embedder)
     yield data_dir
     # Shared by every test: none may write to it (runs are read-only unless write_back; writers copy it).

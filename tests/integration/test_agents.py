@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from adapters.agent_protocol import AGENT_NODES
+from adapters.embedder import DEFAULT_EMBEDDER
 from agent_servers import SCENEMIND, chroma, clean_env, copy_store, free_port, serve
 from scenemind_data import DEMO_QUESTION
 from state.context import Context
@@ -127,7 +128,7 @@ def test_health_and_openapi_per_agent(embedded):
     for agent, nodes in AGENT_NODES.items():
         health = httpx.get(f"{url}/{agent}/health").json()
         assert health["agent"] == agent and health["nodes"] == list(nodes)
-        assert health["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
+        assert health["embedder"] == {"name": DEFAULT_EMBEDDER, "dim": 384}
         paths = httpx.get(f"{url}/{agent}/openapi.json").json()["paths"]
         assert {f"/v1/{n}" for n in nodes} <= set(paths)
 
@@ -141,7 +142,7 @@ def test_mismatched_embedder_is_refused_with_409(embedded):
     resp = httpx.post(f"{url}/v1/resonate", json=payload)
     assert resp.status_code == 409
     body = resp.json()
-    assert body["error"] == "EmbedderMismatch" and "other-model" in body["detail"] and "all-MiniLM" in body["detail"]
+    assert body["error"] == "EmbedderMismatch" and "other-model" in body["detail"] and DEFAULT_EMBEDDER in body["detail"]
     with pytest.raises(EmbedderMismatch, match=r"resonator agent at http://127\.0\.0\.1:\d+/resonator"):
         call_node("resonate", url, payload, 10)
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from adapters.embedder import DEFAULT_EMBEDDER
 from graph import graph
 from scenemind_data import DEMO_QUESTION
 from state.context import Context
@@ -50,5 +51,5 @@ def test_qa_eval_reports_its_shape_on_a_slice(tmp_path):
     from adapters.memory import open_memory
 
     (store,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    mem = open_memory(str(store), "all-MiniLM-L6-v2")  # evals.qa's default embedder
+    mem = open_memory(str(store), DEFAULT_EMBEDDER)  # evals.qa's default embedder
     assert [mem.store.count(kind) for kind in ("formulas", "fields", "crystals")] == [0, 0, 0]

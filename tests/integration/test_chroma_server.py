@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.embedder import DEFAULT_EMBEDDER
 from adapters.memory import Memory, open_memory
 from adapters.sources import read_sources
 from agent_servers import chroma
@@ -52,14 +53,14 @@ def test_server_store_thinks_like_the_embedded_store(server, small_corpus, embed
     assert {e.title for e in on_server["evidence"]} >= NEEDED
     # Formulas and the field were written to the server, not to a local folder.
     assert not (remote_dir / "chroma").exists()
-    stats = open_memory(str(remote_dir), "all-MiniLM-L6-v2", store_url=url).stats()
+    stats = open_memory(str(remote_dir), DEFAULT_EMBEDDER, store_url=url).stats()
     assert stats["scenes"] == 20 and stats["formulas"] >= 1 and stats["indexed_scenes"] == 20
 
 
 def test_a_folder_without_the_couplings_is_refused(server, tmp_path):
     url, work = server
     with pytest.raises(StoreUnavailable, match="indexes none: point --data-dir"):
-        open_memory(str(tmp_path / "elsewhere"), "all-MiniLM-L6-v2", store_url=url)
+        open_memory(str(tmp_path / "elsewhere"), DEFAULT_EMBEDDER, store_url=url)
 
 
 def test_server_down_is_one_clear_error(tmp_path):
@@ -67,4 +68,4 @@ def test_server_down_is_one_clear_error(tmp_path):
 
     port = free_port()
     with pytest.raises(StoreUnavailable, match=rf"chroma run --path DIR --host 127.0.0.1 --port {port}"):
-        open_memory(str(tmp_path), "all-MiniLM-L6-v2", store_url=f"http://127.0.0.1:{port}")
+        open_memory(str(tmp_path), DEFAULT_EMBEDDER, store_url=f"http://127.0.0.1:{port}")

@@ -153,12 +153,13 @@ def thought_store(tmp_path_factory, embedder):
 
 
 def test_a_forgotten_scene_is_gone_from_store_couplings_graphs_formulas_crystals_and_answers(thought_store):
+    from adapters.embedder import DEFAULT_EMBEDDER
     from adapters.memory import open_memory
     from graph import graph
     from state.context import Context
 
     data_dir, _ = thought_store
-    mem = open_memory(data_dir, "all-MiniLM-L6-v2")
+    mem = open_memory(data_dir, DEFAULT_EMBEDDER)
     other = Memory(data_dir, mem.embedder)  # another process's view: its own index connection and graph
     before = other.couplings.graph()
     mandoki = next(sid for sid, pos in before.position.items() if before.titles[pos] == "Luis Mandoki")

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from adapters.embedder import DEFAULT_EMBEDDER
 from adapters.memory import open_memory
 from adapters.sources import read_sources
 from graph import graph
@@ -96,7 +97,7 @@ def test_second_two_hop_question(demo_context):
 
 def test_formulas_are_written_back_and_recurring_field_crystallises(tmp_path, embedder):
     data_dir = str(tmp_path / "store")
-    mem = open_memory(data_dir, "all-MiniLM-L6-v2", create=True)
+    mem = open_memory(data_dir, DEFAULT_EMBEDDER, create=True)
     mem.ingest(read_sources([str(DEMO_SCENES)]))
     # Asking is read-only by default: formulas are formed, fields and crystals computed, nothing stored.
     read_only = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=data_dir))
@@ -114,7 +115,7 @@ def test_formulas_are_written_back_and_recurring_field_crystallises(tmp_path, em
 
 
 def test_ingesting_twice_adds_nothing(demo_store):
-    mem = open_memory(demo_store, "all-MiniLM-L6-v2")
+    mem = open_memory(demo_store, DEFAULT_EMBEDDER)
     before = mem.stats()
     report = mem.ingest(read_sources([str(DEMO_SCENES)]))
     assert report.added == 0 and report.already_present == 300

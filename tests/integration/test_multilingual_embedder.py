@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.embedder import E5_SMALL, embedder_info, load_embedder
+from adapters.embedder import E5_SMALL, MINILM, embedder_info, load_embedder
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +34,16 @@ def test_query_and_passage_roles_differ_for_e5_and_passage_is_the_default(e5):
         e5.embed([text], role="question")
 
 
-def test_symmetric_embedder_ignores_the_role(embedder):
-    text = "Where is the Kremlin?"
-    assert not embedder.uses_roles
-    assert np.allclose(embedder.embed_one(text, role="query"), embedder.embed_one(text, role="passage"), atol=1e-6)
+def test_e5_is_the_default_embedder(embedder):
+    from state.context import Context
+
+    assert embedder.name == E5_SMALL and Context().embedder == E5_SMALL
+
+
+def test_symmetric_embedder_ignores_the_role():
+    minilm, text = load_embedder(MINILM), "Where is the Kremlin?"
+    assert not minilm.uses_roles
+    assert np.allclose(minilm.embed_one(text, role="query"), minilm.embed_one(text, role="passage"), atol=1e-6)
 
 
 def test_a_russian_question_finds_its_english_passage_in_the_shared_space(e5):

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from adapters.agent_protocol import EmbedderTag
 from adapters.agent_service import Guard, create_agent_app
+from adapters.embedder import DEFAULT_EMBEDDER
 from graph.serve_cli import check_exposure
 from nodes.interpret import interpret
 from state.context import Context
@@ -24,7 +25,7 @@ from state.errors import SettingsError
 
 pytestmark = pytest.mark.reliability
 
-MINILM = EmbedderTag(name="all-MiniLM-L6-v2", dim=384)
+DEFAULT_TAG = EmbedderTag(name=DEFAULT_EMBEDDER, dim=384)
 
 
 def _settings() -> dict:
@@ -38,7 +39,7 @@ def _body(probe_vector: str = "[]", offset: str = "0.0", top_k: str = "5", quest
     import json
 
     settings = json.dumps(_settings()).replace('"top_k": 5', f'"top_k": {top_k}')
-    return ('{"embedder": {"name": "all-MiniLM-L6-v2", "dim": 384}, "settings": ' + settings +
+    return ('{"embedder": {"name": "' + DEFAULT_EMBEDDER + '", "dim": 384}, "settings": ' + settings +
             ', "probe": {"id": "p1", "text": ' + question + ', "vector": ' + probe_vector +
             ', "offset": ' + offset + ', "depth": 1, "parent": null, "reason": "bridge"}}')
 
@@ -50,7 +51,7 @@ def prober() -> TestClient:
         assert all(abs(x) < 1e300 for x in vector)
         return {}
 
-    app = create_agent_app("resonator", {"probe": probe}, Context(), MINILM, "none")
+    app = create_agent_app("resonator", {"probe": probe}, Context(), DEFAULT_TAG, "none")
     return TestClient(Guard(app), raise_server_exceptions=False)
 
 
@@ -96,7 +97,7 @@ def test_keep_alive_connection_survives_a_500():
     def broken(state, runtime):
         raise RuntimeError("a bug in a node")
 
-    app = create_agent_app("interpreter", {"interpret": broken}, Context(), MINILM, "none")
+    app = create_agent_app("interpreter", {"interpret": broken}, Context(), DEFAULT_TAG, "none")
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(Guard(app), host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from adapters import scene_store
+from adapters.embedder import DEFAULT_EMBEDDER
 from adapters.memory import Memory
 from adapters.sources import SceneRecord, read_sources
 from adapters.store_health import check, repair
@@ -92,7 +93,7 @@ def test_ingest_rewrites_what_it_counts_present_but_cannot_read(store_copy, embe
     shutil.move(str(_segment(store_copy)), str(store_copy / "hnsw-elsewhere"))
     report = Memory(str(store_copy), embedder, create=True).ingest(_records())
     assert report.rewritten > 0 and report.added == report.rewritten
-    health = check(str(store_copy), "all-MiniLM-L6-v2")
+    health = check(str(store_copy), DEFAULT_EMBEDDER)
     assert health.ok, health.lines()
 
 
@@ -184,14 +185,14 @@ def test_damage_is_named_then_check_finds_it_and_repair_mends_it(store_copy, emb
     with pytest.raises((StoreDamaged, StoreUnavailable)) as info:  # at open, or at the first search
         Memory(str(store_copy), embedder).dense(embedder.embed([QUESTION]), 5)
     assert "repair" in str(info.value) and ("damaged" in str(info.value) or "half a store" in str(info.value))
-    assert not check(str(store_copy), "all-MiniLM-L6-v2").ok
-    report = repair(str(store_copy), "all-MiniLM-L6-v2")
+    assert not check(str(store_copy), DEFAULT_EMBEDDER).ok
+    report = repair(str(store_copy), DEFAULT_EMBEDDER)
     if how in ("no-chroma", "chroma-sqlite"):
         assert report.scenes == 0 and len(report.lost) == 240  # the text is gone: say what must come back
         assert any("re-ingest" in line for line in report.lines(str(store_copy)))
     else:
         assert report.scenes == 240 and not report.lost
-    health = check(str(store_copy), "all-MiniLM-L6-v2")
+    health = check(str(store_copy), DEFAULT_EMBEDDER)
     assert health.ok, health.lines()
     mem = Memory(str(store_copy), embedder)
     hits = mem.dense(embedder.embed([QUESTION]), 5)[0]
@@ -211,7 +212,7 @@ def test_a_half_store_is_refused_at_open(store_copy, embedder):
     _damage(store_copy, "index-empty")
     with pytest.raises(StoreDamaged, match="half a store.*repair"):
         Memory(str(store_copy), embedder)
-    report = repair(str(store_copy), "all-MiniLM-L6-v2")
+    report = repair(str(store_copy), DEFAULT_EMBEDDER)
     assert report.index_rebuilt and report.scenes == 240 and not report.lost
     assert Memory(str(store_copy), embedder).stats()["indexed_scenes"] == 240
 

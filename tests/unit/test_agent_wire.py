@@ -11,6 +11,7 @@ from langgraph.types import Overwrite
 from adapters.agent_client import AGENT_RETRY, _refusal, agent_url, as_update, call_node, node_payload, remote_capable
 from adapters.agent_protocol import EmbedderTag, NodeReply, RunSettings
 from adapters.agent_service import Guard, create_agent_app
+from adapters.embedder import DEFAULT_EMBEDDER
 from graph.serve_cli import check_exposure
 from nodes.interpret import interpret
 from state.context import Context
@@ -24,12 +25,12 @@ from state.errors import (
     SettingsError,
 )
 
-MINILM = EmbedderTag(name="all-MiniLM-L6-v2", dim=384)
+DEFAULT_TAG = EmbedderTag(name=DEFAULT_EMBEDDER, dim=384)
 
 
 @pytest.fixture
 def interpreter() -> TestClient:
-    app = create_agent_app("interpreter", {"interpret": interpret}, Context(max_input_chars=100), MINILM, "none")
+    app = create_agent_app("interpreter", {"interpret": interpret}, Context(max_input_chars=100), DEFAULT_TAG, "none")
     return TestClient(Guard(app, max_body_bytes=10_000))
 
 
@@ -68,7 +69,7 @@ def test_public_bind_needs_a_token():
 def test_node_call_roundtrip_keeps_types(interpreter):
     question = "Who directed the film Gaby: A True Story, and where was its director born?"
     payload = node_payload("interpret", {"question": question}, Context())
-    assert payload["embedder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
+    assert payload["embedder"] == {"name": DEFAULT_EMBEDDER, "dim": 384}
     resp = interpreter.post("/v1/interpret", json=payload)
     assert resp.status_code == 200, resp.text
     update = as_update(NodeReply.model_validate(resp.json()))
