@@ -156,9 +156,16 @@ class Memory:
 
     # --- writing -------------------------------------------------------------------------
     def ingest(self, records: Iterable[SceneRecord], progress: Callable[[int], None] | None = None, *,
-               source: str | None = None, replace_sources: bool = True) -> IngestReport:
-        """Add scenes; each source the records come from is replaced (its vanished scenes removed) unless
-        `replace_sources=False`. `source` names the document of records that name none (positions follow order)."""
+               source: str | None = None, replace_sources: bool | None = None) -> IngestReport:
+        """Add scenes; with `replace_sources`, each source the records come from is replaced (its scenes that
+        are not among the records are removed). `source` names the document of records that name none
+        (positions follow their order); giving it means replacing it unless `replace_sources=False`.
+
+        The default adds only when no `source` is given: a caller that ingests a file in parts must not
+        lose the earlier parts (the CLI, which ingests whole files, replaces by default).
+        """
+        if replace_sources is None:
+            replace_sources = source is not None
         records = [replace(r) for r in records]  # positions and sources are filled in on copies
         if source is not None:
             with_source(records, source)
