@@ -130,13 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=str(DEMO_SCENES))
     ap.add_argument("--questions", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating ingest runs (the median is reported)")
     ap.add_argument("--plot", default=str(Path(__file__).with_name("ask_latency.png")))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--record", action="store_true", help="replace the section in evals/RESULTS.md")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="scenemind-bench-"))
     try:
-        ingest = ingest_ratio(args.corpus, tmp / "ingest")
+        ingest = ingest_ratio(args.corpus, tmp / "ingest", repeats=args.repeats)
         print(f"ingest {ingest['passages']} passages: {ingest['ingest_per_s']:.1f}/s vs raw embedder "
               f"{ingest['raw_per_s']:.1f}/s -> ratio {ingest['ratio']:.3f}")
         latency = ask_latency(tmp / "ingest" / "run0", demo_questions(args.questions))

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from evals.multihop import build_store, evaluate, load_corpus, load_questions, mode_context
+from evals.multihop import CACHE, build_store, evaluate, load_corpus, load_questions, mode_context
 from evals.results import replace_section
 
 HERE = Path(__file__).resolve().parent
@@ -104,16 +104,18 @@ def plot(results: dict[str, dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", default=str(SHARED / "musique_train.json"))
-    ap.add_argument("--corpus", default=str(SHARED / "musique_train_corpus.json"))
+    ap.add_argument("--corpus", default=str(SHARED / "musique_train_corpus.json"),
+                    help="passages to search ('' pools the questions' own paragraphs, as evals.multihop does)")
     ap.add_argument("--quick", action="store_true", help="modes only, no ablation or sweep")
-    ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md", help="the PNG is drawn beside it")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="where ingested eval stores are kept")
     args = ap.parse_args(argv)
 
     from state.context import Context
 
     questions = load_questions(args.questions)
-    data_dir, ids = build_store(load_corpus(args.corpus, questions), "all-MiniLM-L6-v2")
-    base = Context(data_dir=data_dir)
+    data_dir, ids = build_store(load_corpus(args.corpus or None, questions), "all-MiniLM-L6-v2", args.cache)
+    base = Context(data_dir=data_dir, embedder="all-MiniLM-L6-v2")  # the store above, whatever the default
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(HEAD)
     modes: dict[str, dict] = {}
@@ -131,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     paired = paired_latency(questions, base)
     print(f"interleaved p50: dense {paired['dense']:.0f} ms, full {paired['full']:.0f} ms "
           f"-> {paired['full'] / paired['dense']:.1f}x", flush=True)
-    png = HERE / "multihop_recall.png"
+    png = args.results.with_name("multihop_recall.png")
     plot(modes, png)
     ratio = paired["full"] / paired["dense"]
     body = [
         f"Command: `python -m evals.multihop_report` (run {started}; {len(questions)} questions, "
         f"{len(ids)} passages; all-MiniLM-L6-v2; no LLM anywhere; 2 CPU cores).",
-        f"Same harness as `python -m evals.multihop --questions {_shown(args.questions)} --corpus {_shown(args.corpus)}`.",
+        f"Same harness as `python -m evals.multihop --questions {_shown(args.questions)}"
+        + (f" --corpus {_shown(args.corpus)}`." if args.corpus else "` (the questions' own paragraphs)."),
         "The defaults were first chosen on a grid over a numpy prototype of the same method (not kept in the "
         "repository); the sweep below, run through the real graph, varies each default around its chosen value.",
         "",

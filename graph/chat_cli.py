@@ -41,9 +41,11 @@ def thread_graph(path: Path):
 
 
 def run_turn(graph: Any, config: dict, turn_input: dict | None, ctx: Context, as_json: bool,
-             out: TextIO = sys.stdout) -> dict[str, Any]:
+             out: TextIO | None = None) -> dict[str, Any]:
     """One turn (or the rest of an interrupted one when `turn_input` is None), printed as it runs."""
     from graph.cli import describe
+
+    out = out or sys.stdout  # looked up per call: a default bound at import misses a redirected stdout
 
     steps: list[str] = []
     final: dict[str, Any] = {}
@@ -62,7 +64,8 @@ def run_turn(graph: Any, config: dict, turn_input: dict | None, ctx: Context, as
 
 
 def report(thread: str, turn: dict[str, Any], resumed: bool, as_json: bool, top_k: int,
-           out: TextIO = sys.stdout) -> None:
+           out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     state = turn["state"]
     active = sorted(state.get("active", {}).values(), key=lambda r: -r.score)
     if as_json:
