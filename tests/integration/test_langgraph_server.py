@@ -131,7 +131,12 @@ def test_studio_sees_narrow_schemas_and_plain_updates(server):
     assert set(schemas["input_schema"]["properties"]) == {"question"}
     assert {"answer", "evidence", "citations", "probes", "formulas"} <= set(schemas["output_schema"]["properties"])
     assert "probe" not in schemas["state_schema"]["properties"]
-    assert {"top_k", "write_back", "review"} <= set(schemas["context_schema"]["properties"])
+    import dataclasses
+
+    from state.context import Context
+
+    # Studio's settings panel: every Context field, as the server serves the schema.
+    assert {f.name for f in dataclasses.fields(Context)} == set(schemas["context_schema"]["properties"])
 
     thread = client.threads.create()
     events, errors, final = _run(client, thread["thread_id"], input={"question": QUESTION})
