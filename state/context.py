@@ -52,7 +52,7 @@ class Context:
     spread_seeds: int = field(default=3, metadata={"description": "Strongest scenes that seed the spreading."})
     spread_restart: float = field(default=0.3, metadata={"description": "Restart probability of personalised PageRank."})
     spread_iterations: int = field(default=15, metadata={"description": "PageRank iterations."})
-    spread_floor: float = field(default=0.0, metadata={
+    spread_floor: float = field(default=0.2, metadata={
         "description": "Activation under this multiple of the uniform level (1/n) is dropped at each PageRank step, "
                        "so spreading reads only the seeds' neighbourhood (0 = the whole graph, exactly)."})
     max_depth: int = field(default=1, metadata={"description": "Fractal recursion bound for probes (0 = no probes)."})
