@@ -254,6 +254,9 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]],
         with index._sql():
             known = dict(index._db.execute("SELECT id, title FROM scene").fetchall())
         moments = index._read_moments()
+        # A forget killed after the store let go of its scenes: they are being forgotten, not lost.
+        forgetting = set(index.pending_removals())
+        known = {sid: title for sid, title in known.items() if sid not in forgetting}
         if set(known) == set(items) and (moments is None) == (not items):
             return False, [], moved
     except SceneMindError:

@@ -287,6 +287,24 @@ def test_a_change_killed_at_any_step_and_rerun_ends_like_a_clean_run(tmp_path, k
             assert set(json.loads(meta)[key]) <= after["index"], kind
 
 
+def test_repair_after_a_killed_forget_lists_nothing_as_lost_and_the_forget_completes(tmp_path, kill_base, embedder):
+    base, doc = kill_base
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    shutil.copytree(base, killed)
+    shutil.copytree(base, clean)
+    run = subprocess.run([SCENEMIND, "--data-dir", str(killed), "forget", "--source", str(doc)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, KILL_AT: "forget-store"})
+    assert run.returncode == -signal.SIGKILL
+    repair = subprocess.run([SCENEMIND, "--data-dir", str(killed), "repair"], capture_output=True, text=True,
+                            timeout=300)
+    assert repair.returncode == 0, repair.stderr
+    assert "lost" not in repair.stdout and "couplings index kept" in repair.stdout
+    opened = Memory(str(killed), embedder)  # opening finishes the journaled removal
+    reference = Memory(str(clean), embedder)
+    reference.forget(source=str(doc.resolve()))
+    assert_same_state(state_of(opened), state_of(reference))
+
+
 # --- two writers --------------------------------------------------------------------------
 
 HOLD = """
