@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DIRECTIONS = [("ru", "ru"), ("en", "en"), ("ru", "en"), ("en", "ru")]
 MULTIHOP = {
@@ -59,17 +61,55 @@ def multihop(embedder: str, data: Path) -> dict[str, Any]:
     return out
 
 
-def foundation(embedder: str, questions: int) -> dict[str, Any]:
-    from evals.bench_foundation import ask_latency, demo_questions, ingest_ratio
+def paired(embedders: list[str], questions: int, chunk: int = 50) -> dict[str, dict[str, Any]]:
+    """Ingest throughput and `ask` latency of every embedder, interleaved so that a shared machine's
+    drifting load falls on each alike: the demo corpus chunk by chunk (each chunk embedded raw, then
+    ingested into that embedder's own store, by each embedder in turn), then each question asked of
+    every store in turn."""
+    from adapters.embedder import load_embedder
+    from adapters.memory import Memory, passage_text
+    from adapters.sources import read_sources
+    from evals.bench_foundation import demo_questions
+    from graph import graph
     from scenemind_data import DEMO_SCENES
+    from state.context import Context
 
+    records = read_sources([str(DEMO_SCENES)])
     tmp = Path(tempfile.mkdtemp(prefix="scenemind-ml-"))
+    raw, full, ask = ({e: 0.0 for e in embedders}, {e: 0.0 for e in embedders}, {e: [] for e in embedders})
     try:
-        ingest = ingest_ratio(str(DEMO_SCENES), tmp / "ingest", embedder_spec=embedder)
-        latency = ask_latency(tmp / "ingest" / "run0", demo_questions(questions), embedder_spec=embedder)
+        models = {e: load_embedder(e) for e in embedders}
+        stores = {e: Memory(str(tmp / str(n)), models[e], create=True) for n, e in enumerate(embedders)}
+        for e in embedders:
+            models[e].embed([passage_text(r.title, r.text) for r in records[:16]])  # warm every path alike
+        for start in range(0, len(records), chunk):
+            part = records[start : start + chunk]
+            texts = [passage_text(r.title, r.text) for r in part]
+            for e in embedders:
+                t0 = time.perf_counter()
+                models[e].embed(texts)
+                t1 = time.perf_counter()
+                stores[e].ingest(part)
+                raw[e], full[e] = raw[e] + t1 - t0, full[e] + time.perf_counter() - t1
+            print(f"\ringest {start + len(part)}/{len(records)}", end="", file=sys.stderr, flush=True)
+        contexts = {e: Context(data_dir=str(tmp / str(n)), embedder=e) for n, e in enumerate(embedders)}
+        asked = demo_questions(questions + 1)
+        for e in embedders:
+            graph.invoke({"question": asked[0]}, context=contexts[e])  # warm-up
+        for n, q in enumerate(asked[1:], 1):
+            for e in embedders:
+                t0 = time.perf_counter()
+                graph.invoke({"question": q}, context=contexts[e])
+                ask[e].append(time.perf_counter() - t0)
+            print(f"\rask {n}/{questions}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"ingest": ingest, "ask_p50_ms": latency["total"]["p50_ms"], "ask_p95_ms": latency["total"]["p95_ms"]}
+    n = len(records)
+    return {e: {"ingest": {"passages": n, "raw_per_s": n / raw[e], "ingest_per_s": n / full[e],
+                           "ratio": raw[e] / full[e]},
+                "ask_p50_ms": float(np.percentile(ask[e], 50) * 1000),
+                "ask_p95_ms": float(np.percentile(ask[e], 95) * 1000)} for e in embedders}
 
 
 def _get(r: dict[str, Any], *keys: str) -> Any:
@@ -207,10 +247,18 @@ def main(argv: list[str] | None = None) -> int:
 
         results = {embedder: {} for embedder in args.embedders}
         order = args.order or ["xquad", "multihop", "foundation"]
+        timings: dict[str, Any] = {}
+
+        def timed(embedder: str) -> dict[str, Any]:
+            """Every embedder's timings come from one interleaved run."""
+            if not timings:
+                timings.update(paired(args.embedders, args.questions))
+            return timings[embedder]
+
         for name in order:
             for embedder in args.embedders:  # one embedder right after the other: a drifting machine hits both
                 results[embedder][name] = piece(embedder, name, {
-                    "foundation": lambda: foundation(embedder, args.questions),
+                    "foundation": lambda: timed(embedder),
                     "multihop": lambda: multihop(embedder, args.data),
                     "xquad": lambda: xquad(embedder, args.data, args.xquad_limit)}[name])
     print(table(results))
