@@ -6,7 +6,8 @@
 For each embedder: XQuAD paragraph retrieval in four directions (ru→ru, en→en, ru→en,
 en→ru; dense and full mode, `evals.xquad`), multi-hop passage recall R@2/R@5 in full mode
 on musique_train, hotpotqa_train and 2wiki_dev50 (`evals.multihop`), ingest throughput
-against the embedder's own raw throughput and `ask` p50 (`evals.bench_foundation`).
+against the embedder's own raw throughput and `ask` p50 (both embedders interleaved in one
+process, so a drifting shared machine loads each alike).
 `--record` writes the table into evals/RESULTS.md ("Multilingual: choosing the default
 embedder") and a PNG beside it. Stores are cached under evals/.cache.
 """
@@ -204,8 +205,9 @@ One direction alone: `python -m evals.xquad --questions ../shared/data/xquad/xqu
 --passages ../shared/data/xquad/xquad_dev24.en.json --embedder multilingual-e5-small --json`.
 XQuAD dev24: 120 paragraphs and 632 questions per language, paragraphs stored without titles,
 gold by parallel position. Multi-hop: `evals.multihop` full mode (2wiki_dev50 pools its own
-contexts). Ingest and `ask`: `evals.bench_foundation` on the 300-passage demo corpus (median of
-3 alternating runs; 30 two-hop questions). Timings on a shared machine drift by +-20%.
+contexts). Ingest and `ask`: both embedders interleaved in one process — the 300-passage demo corpus
+in chunks of 50 (each chunk embedded raw, then ingested, by each embedder in turn), then 30 two-hop
+questions each asked of both stores in turn (full graph, extractive decoder).
 
 {table(results)}
 
