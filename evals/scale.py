@@ -217,23 +217,37 @@ def build(size: int, args: argparse.Namespace) -> dict[str, Any]:
         return json.loads((where / "build.json").read_text())
     embedder, pool, (records, vectors, gold_s) = materials(args)
     mem = Memory(str(where), embedder, create=True)
-    seconds: dict[str, float] = defaultdict(float)
+    progress_file = where / "build-progress.json"
+    # A build killed before is resumed (written scenes are skipped): its seconds so far carry over.
+    before = json.loads(progress_file.read_text()) if progress_file.exists() else {}
+    seconds: dict[str, float] = defaultdict(float, before.get("seconds_raw", {}))
     load_start = load()
     bar = tqdm(total=size, desc=f"build {size:,}", unit="scene", file=sys.stderr, smoothing=0.05)
-    start = time.perf_counter()
+    start = time.perf_counter() - before.get("wall_s", 0.0)
+
+    def note_progress() -> None:
+        progress_file.write_text(json.dumps({
+            "size": size, "scenes": bar.n, "partial": True, "wall_s": time.perf_counter() - start,
+            "seconds_raw": dict(seconds), "peak_rss_mb": round(peak_rss_mb()), "load": [load_start, load()],
+            "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
+
     try:
         for part in bulk_ingest(mem, records, vectors, progress=bar.update, check=memory_guard).seconds.items():
             seconds[part[0]] += part[1]
-        made = 0.0
-        for block in synthetic(pool, size - len(records)):
+        blocks = synthetic(pool, size - len(records))
+        while True:
             t0 = time.perf_counter()
-            block_records, block_vectors = block
-            made += time.perf_counter() - t0
-            report = bulk_ingest(mem, block_records, block_vectors, progress=bar.update, check=memory_guard)
+            block = next(blocks, None)
+            seconds["vectors"] += time.perf_counter() - t0  # drawing the scenes and summing their vectors
+            if block is None:
+                break
+            report = bulk_ingest(mem, block[0], block[1], progress=bar.update, check=memory_guard)
             for part, s in report.seconds.items():
                 seconds[part] += s
+            note_progress()
     except OutOfMemory as exc:
         bar.close()
+        note_progress()
         return {"size": size, "aborted": f"{exc} after {bar.n:,} scenes", "peak_rss_mb": peak_rss_mb()}
     bar.close()
     wall = time.perf_counter() - start
@@ -251,6 +265,19 @@ def build(size: int, args: argparse.Namespace) -> dict[str, Any]:
     }
     (where / "build.json").write_text(json.dumps(out, indent=1))
     return out
+
+
+def build_so_far(size: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The build report of a store, finished or not (--measure-only: measure what a stopped build wrote)."""
+    where = store_dir(args, size)
+    if (where / "build.json").exists():
+        return json.loads((where / "build.json").read_text())
+    if not (where / "build-progress.json").exists():
+        return {"error": f"no store built at {where}: run without --measure-only first"}
+    done = json.loads((where / "build-progress.json").read_text())
+    raw = done.pop("seconds_raw")
+    return {**done, "seconds": {k: round(v, 1) for k, v in raw.items()},
+            "write_per_s": round(done["scenes"] / max(sum(raw.values()), 1e-9), 1), "disk_mb": disk_sizes(where)}
 
 
 def materials(args: argparse.Namespace) -> tuple[Any, Pool, tuple[list, np.ndarray, float]]:
@@ -526,18 +553,34 @@ def churn(size: int, args: argparse.Namespace, count: int = 1000) -> dict[str, A
 
 
 # --- driving --------------------------------------------------------------------------------
-def child(step: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Run one step in a fresh process (its own peak RSS); its JSON is the last line of its stdout."""
+def step_file(step: str, size: int, args: argparse.Namespace, settings: list[str]) -> Path:
+    """Where a finished step's JSON is kept: a rerun with the same step, store, questions and settings reuses it."""
+    tag = "-".join(sorted(settings)).replace("=", "") or "defaults"
+    return args.cache / "steps" / f"{store_dir(args, size).name}-{step}-q{args.questions}-{tag}.json"
+
+
+def child(step: str, size: int, args: argparse.Namespace, settings: list[str] | None = None) -> dict[str, Any]:
+    """Run one step in a fresh process (its own peak RSS); its JSON is the last line of its stdout.
+
+    Builds keep their report beside the store; other steps are kept under CACHE/steps (--fresh reruns them)."""
+    settings = list(args.set if settings is None else settings)
+    kept = step_file(step, size, args, settings)
+    if step != "build" and kept.exists() and not args.fresh:
+        return json.loads(kept.read_text())
     cmd = [sys.executable, "-m", "evals.scale", "--step", step, "--sizes", str(size), "--questions",
            str(args.questions), "--gold-questions", str(args.gold_questions), "--pool", str(args.pool),
            "--question-file", str(args.question_file), "--pool-corpus", *map(str, args.pool_corpus),
            "--cache", str(args.cache), "--embedder", args.embedder, "--churn", str(args.churn),
-           "--set", *args.set]
+           "--set", *settings]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT.parent)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode or not lines:
         return {"error": f"step {step} at {size:,} exited {proc.returncode}"}
-    return json.loads(lines[-1])
+    out = json.loads(lines[-1])
+    if step != "build" and "error" not in out:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(out, indent=1))
+    return out
 
 
 def run_step(step: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -571,6 +614,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="Context overrides for the questions, e.g. spread_floor=0.2")
+    ap.add_argument("--baseline", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="also measure the questions with these overrides, e.g. spread_floor=0 (the whole-graph walk)")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="do not build: measure the stores as they are (a stopped build is resumed by a later run)")
+    ap.add_argument("--fresh", action="store_true", help="rerun measurements kept under CACHE/steps")
     ap.add_argument("--out", type=Path, help="also write the results JSON here")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ap.add_argument("--record", action="store_true", help="replace the Scale section of evals/RESULTS.md")
@@ -581,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if any(s < 1 for s in args.sizes):
         ap.error("sizes must be positive")
-    for item in args.set:
+    for item in args.set + args.baseline:
         from state.context import Context
 
         name = item.split("=", 1)[0]
@@ -595,11 +643,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.step:  # a child: one step, JSON on the last line
         print(json.dumps(run_step(args.step, args.sizes[0], args)))
         return 0
-    results: dict[str, Any] = {"sizes": {}, "questions": args.questions, "settings": list(args.set)}
+    results: dict[str, Any] = {"sizes": {}, "questions": args.questions, "settings": list(args.set),
+                               "baseline": list(args.baseline)}
     for size in sorted(args.sizes):
-        row: dict[str, Any] = {"build": child("build", size, args)}
+        row: dict[str, Any] = {"build": build_so_far(size, args) if args.measure_only else child("build", size, args)}
         if "error" not in row["build"] and "aborted" not in row["build"]:
             row["query"] = child("query", size, args)
+            if args.baseline:
+                row["baseline"] = child("query", size, args, settings=args.set + args.baseline)
         if args.real_ingest and size == args.real_ingest:
             row["real"] = child("real", size, args)
             if "error" not in row["real"]:
@@ -620,24 +671,50 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _configs(row: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    label = " ".join(results.get("settings") or []) or "defaults"
+    out = [(label, row.get("query", {}))]
+    if "baseline" in row:
+        out.append((" ".join((results.get("settings") or []) + results.get("baseline", [])), row["baseline"]))
+    return out
+
+
 def table(results: dict[str, Any]) -> str:
-    head = ("| scenes | write scenes/s | peak RSS build MB | disk MB | graph build s | graph +1,000 s | "
-            "resonate p50/p95 ms | probe p50/p95 ms | full p50/p95 ms | R@2/5/10 | peak RSS query MB | load |")
+    """Markdown: latency, recall and memory per size (and baseline); where the time goes; how the stores were built."""
+    head = ("| scenes | settings | resonate p50/p95 ms | probe p50/p95 ms | full p50/p95 ms | full p50 vs smallest | "
+            "R@2/5/10 | graph build s | graph +1,000 s | peak RSS query MB | disk MB | load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    first: dict[str, float] = {}
+    stages = ["| scenes | settings | " + " | ".join(Stages.NAMES) + " |", "|" + "---|" * (len(Stages.NAMES) + 2)]
     for size, row in results["sizes"].items():
-        b, q = row.get("build", {}), row.get("query", {})
-        if "latency_ms" not in q:
-            lines.append(f"| {int(size):,} | {b.get('aborted') or b.get('error') or q.get('error', '-')} |")
-            continue
-        lat = q["latency_ms"]
-        lines.append(
-            f"| {int(size):,} | {b['write_per_s']:.0f} | {b['peak_rss_mb']:,} | {q['disk_mb']['total']:,.0f} | "
-            f"{q['graph_build_s']:.1f} | {q['graph_update_1000_s']:.2f} | "
-            f"{lat['resonate']['p50']:.0f}/{lat['resonate']['p95']:.0f} | {lat['probe']['p50']:.0f}/"
-            f"{lat['probe']['p95']:.0f} | {lat['full']['p50']:.0f}/{lat['full']['p95']:.0f} | "
-            f"{q['recall']['R@2']:.1f}/{q['recall']['R@5']:.1f}/{q['recall']['R@10']:.1f} | "
-            f"{q['peak_rss_mb']:,} | {q['load'][0]}-{q['load'][1]} |")
-    return "\n".join(lines)
+        for label, q in _configs(row, results):
+            if "latency_ms" not in q:
+                lines.append(f"| {int(size):,} | {label} | {q.get('error') or row.get('build', {}).get('aborted', '-')} |")
+                continue
+            lat = q["latency_ms"]
+            first.setdefault(label, lat["full"]["p50"])
+            lines.append(
+                f"| {q['scenes']:,} | {label} | {lat['resonate']['p50']:.0f}/{lat['resonate']['p95']:.0f} | "
+                f"{lat['probe']['p50']:.0f}/{lat['probe']['p95']:.0f} | {lat['full']['p50']:.0f}/{lat['full']['p95']:.0f} | "
+                f"{lat['full']['p50'] / first[label]:.2f}x | "
+                f"{q['recall']['R@2']:.1f}/{q['recall']['R@5']:.1f}/{q['recall']['R@10']:.1f} | "
+                f"{q['graph_build_s']:.1f} | {q['graph_update_1000_s']:.2f} | {q['peak_rss_mb']:,} | "
+                f"{q['disk_mb']['total']:,.0f} | {q['load'][0]}-{q['load'][1]} |")
+            stages.append(f"| {q['scenes']:,} | {label} | "
+                          + " | ".join(f"{q['stages_ms_mean'][n]:.0f}" for n in Stages.NAMES) + " |")
+    builds = ["| scenes | Chroma s | keys s | couplings s | scenes/s written | peak RSS MB | disk Chroma / couplings MB | load |",
+              "|---|---|---|---|---|---|---|---|"]
+    for size, row in results["sizes"].items():
+        b = row.get("build", {})
+        if "seconds" in b:
+            sec = b["seconds"]
+            builds.append(f"| {b['scenes']:,} | {sec['store']:.0f} | {sec['keys']:.0f} | {sec['couplings']:.0f} | "
+                          f"{b['write_per_s']:.0f} | {b['peak_rss_mb']:,} | {b['disk_mb']['chroma']:,.0f} / "
+                          f"{b['disk_mb']['couplings']:,.0f} | {b['load'][0]}-{b['load'][1]} |")
+        elif b:
+            builds.append(f"| {int(size):,} | {b.get('aborted') or b.get('error')} |")
+    return "\n".join(lines + ["", "Mean ms per question in each stage (summed over the question's resonances):", ""]
+                     + stages + ["", "Bulk build (precomputed vectors):", ""] + builds)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -646,24 +723,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(int(s), r["query"]) for s, r in results["sizes"].items() if "latency_ms" in r.get("query", {})]
+    rows = [(r["query"]["scenes"], r) for r in results["sizes"].values() if "latency_ms" in r.get("query", {})]
     if not rows:
         return
     sizes = [s for s, _ in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name in ("resonate", "probe", "full"):
-        ax1.plot(sizes, [q["latency_ms"][name]["p50"] for _, q in rows], "o-", label=f"{name} p50")
-        ax1.plot(sizes, [q["latency_ms"][name]["p95"] for _, q in rows], "x--", alpha=0.6, label=f"{name} p95")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, colour in (("resonate", "tab:blue"), ("probe", "tab:orange"), ("full", "tab:green")):
+        ax1.plot(sizes, [r["query"]["latency_ms"][name]["p50"] for _, r in rows], "o-", color=colour,
+                 label=f"{name} p50")
+        ax1.plot(sizes, [r["query"]["latency_ms"][name]["p95"] for _, r in rows], "x:", color=colour, alpha=0.6,
+                 label=f"{name} p95")
+    base = [(s, r["baseline"]) for s, r in rows if "latency_ms" in r.get("baseline", {})]
+    if base:
+        ax1.plot([s for s, _ in base], [b["latency_ms"]["full"]["p50"] for _, b in base], "s--", color="tab:red",
+                 label="full p50, " + " ".join(results.get("baseline", [])))
     ax1.set_xscale("log")
     ax1.set_yscale("log")
     ax1.set_xlabel("scenes in memory")
     ax1.set_ylabel("ms")
-    ax1.set_title("retrieval latency")
+    ax1.set_title("retrieval latency (" + (" ".join(results.get("settings") or []) or "defaults") + ")")
     ax1.legend(fontsize=7)
-    ax2.plot(sizes, [q["peak_rss_mb"] / 1024 for _, q in rows], "o-", label="peak RSS, query process")
-    builds = [(int(s), r["build"]) for s, r in results["sizes"].items() if "peak_rss_mb" in r.get("build", {})]
-    ax2.plot([s for s, _ in builds], [b["peak_rss_mb"] / 1024 for _, b in builds], "s-", label="peak RSS, build")
-    ax2.plot(sizes, [q["disk_mb"]["total"] / 1024 for _, q in rows], "^-", label="disk")
+    ax2.plot(sizes, [r["query"]["peak_rss_mb"] / 1024 for _, r in rows], "o-", label="peak RSS, query process")
+    ax2.plot(sizes, [r["build"]["peak_rss_mb"] / 1024 for _, r in rows], "s-", label="peak RSS, bulk build")
+    ax2.plot(sizes, [r["query"]["disk_mb"]["total"] / 1024 for _, r in rows], "^-", label="disk (Chroma + couplings)")
+    ax2.axhline(6, color="grey", linestyle=":", label="6 GB target (RSS)")
     ax2.set_xscale("log")
     ax2.set_xlabel("scenes in memory")
     ax2.set_ylabel("GiB")
