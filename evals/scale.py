@@ -620,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not build: measure the stores as they are (a stopped build is resumed by a later run)")
     ap.add_argument("--fresh", action="store_true", help="rerun measurements kept under CACHE/steps")
     ap.add_argument("--out", type=Path, help="also write the results JSON here")
+    ap.add_argument("--note", default="", help="a paragraph of conditions written under the table (with --record)")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ap.add_argument("--record", action="store_true", help="replace the Scale section of evals/RESULTS.md")
     ap.add_argument("--plot", default=str(ROOT / "scale.png"))
@@ -757,14 +758,48 @@ def plot(results: dict[str, Any], path: Path) -> None:
     print(f"plot: {path}", file=sys.stderr)
 
 
+def verdicts(results: dict[str, Any]) -> list[str]:
+    """The issue's targets against what was measured (full-retrieval p50 growth; peak RSS of the largest store)."""
+    rows = sorted(((r["query"]["scenes"], r) for r in results["sizes"].values() if "latency_ms" in r.get("query", {})),
+                  key=lambda pair: pair[0])
+    if not rows:
+        return []
+    (n0, r0), out = rows[0], []
+    for n, r in rows[1:]:
+        ratio = r["query"]["latency_ms"]["full"]["p50"] / r0["query"]["latency_ms"]["full"]["p50"]
+        limit = 1.5 if n <= 10 * n0 else 3.0
+        out.append(f"full-retrieval p50 {n0:,} -> {n:,} scenes: {ratio:.2f}x (target <= {limit}x at "
+                   f"{'10x' if limit == 1.5 else '100x'} the scenes): {'met' if ratio <= limit else 'missed'}")
+    n, r = rows[-1]
+    rss = max(r["query"]["peak_rss_mb"], r.get("build", {}).get("peak_rss_mb", 0))
+    out.append(f"peak RSS at {n:,} scenes: {rss / 1024:.1f} GiB, the larger of the build and the query process "
+               "(target <= 6 GB at 1M)")
+    return out
+
+
 def record(results: dict[str, Any], args: argparse.Namespace) -> None:
     from evals.results import replace_section
 
-    sizes = " ".join(str(s) for s in sorted(args.sizes))
-    body = (f"Command: `nice -n 10 python -m evals.scale --sizes {sizes} --questions {args.questions} --record`\n"
-            f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).\n\n{table(results)}\n\n"
-            f"Plot: `evals/{Path(args.plot).name}`.\n\n![scale]({Path(args.plot).name})")
-    replace_section(ROOT / "RESULTS.md", "Scale", body)
+    flags = f"--sizes {' '.join(str(s) for s in sorted(args.sizes))} --questions {args.questions}"
+    flags += "".join(f" {name} {' '.join(v)}" for name, v in (("--set", args.set), ("--baseline", args.baseline)) if v)
+    flags += " --measure-only" if args.measure_only else ""
+    churn = [r["churn"] for r in results["sizes"].values() if "added" in r.get("churn", {})]
+    lines = [f"Command: `nice -n 10 python -m evals.scale {flags} --record` "
+             f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; stores and finished measurements cached "
+             "under evals/.scale).", "", table(results), ""]
+    lines += [f"- {v}" for v in verdicts(results)]
+    for c in churn:
+        lines.append(
+            f"- add {c['scenes_changed']:,} scenes to the {c['size']:,} memory (`Memory.ingest`, embedding included): "
+            f"{c['add_s']:.1f} s + graph catch-up {c['add_graph_catch_up_s']:.2f} s = {c['add_vs_embed']:.2f}x the "
+            f"{c['embed_only_s']:.1f} s the embedder alone takes for them; forget them (`Memory.forget`): "
+            f"{c['forget_s']:.1f} s + {c['forget_graph_catch_up_s']:.2f} s = {c['forget_vs_embed']:.2f}x (target <= 2x "
+            f"each); recall of the questions before {c['recall_before']} and after {c['recall_after']}, "
+            f"per question {'identical' if c['same_per_question'] else 'different'} (load {c['load'][0]}-{c['load'][1]})")
+    if args.note:
+        lines += ["", args.note]
+    lines += ["", f"Plot: `evals/{Path(args.plot).name}`.", "", f"![scale]({Path(args.plot).name})"]
+    replace_section(ROOT / "RESULTS.md", "Scale", "\n".join(lines))
 
 
 if __name__ == "__main__":
