@@ -233,6 +233,8 @@ class Memory:
         fields that cite them. Rerunning a forget that was killed ends as a clean run would.
         """
         sources = [source] if isinstance(source, str) else list(source or [])
+        # A file is recorded by its absolute path: a relative one (or one through a link) finds it too.
+        sources = list(dict.fromkeys(sources + [os.path.realpath(s) for s in sources]))
         asked = list(dict.fromkeys(scene_ids or []))
         with self._write_lock, self.lock.hold("forget"):
             self.couplings.make_writable()

@@ -87,7 +87,7 @@ def exact_moments(mem: Memory) -> None:
 
 # --- replace ------------------------------------------------------------------------------
 
-def test_reingesting_a_file_replaces_its_scenes_without_reembedding_the_unchanged(tmp_path, embedder):
+def test_reingesting_a_file_replaces_its_scenes_without_reembedding_the_unchanged(tmp_path, embedder, monkeypatch):
     keep = write_jsonl(tmp_path / "keep.jsonl", DEMO[:6])
     doc = write_jsonl(tmp_path / "doc.jsonl", DEMO[6:16])
     counting = CountingEmbedder(embedder)
@@ -130,6 +130,8 @@ def test_reingesting_a_file_replaces_its_scenes_without_reembedding_the_unchange
     assert mem.ingest(notes, source="notes-7").added == 3 and len(mem.source_ids(["notes-7"])) == 3
     report = mem.ingest(notes[1:], source="notes-7")
     assert report.removed == 1 and mem.source_ids(["notes-7"]) == sorted(r.scene_id for r in notes[1:])
+    monkeypatch.chdir(tmp_path)  # a file is found by a relative path too
+    assert mem.forget(source="keep.jsonl").removed == 6 and mem.store.count() == len(second) + 2
 
 
 # --- forget -------------------------------------------------------------------------------
