@@ -70,10 +70,10 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
         top = score[strongest[0]]
         seeds = {graph.position[s]: float(np.exp(score[s] - top)) for s in strongest if s in graph.position}
         if ctx.spread_floor > 0:
-            # Only the seeds' neighbourhood: activation under spread_floor x the uniform level (1/n) is dropped
-            # at each step, so a probe reads the couplings near its seeds, not all of memory.
+            # Only the seeds' neighbourhood: activation (a share of the seeds' mass) under spread_floor is dropped
+            # at each step, so at most 1 / spread_floor scenes hold activation whatever memory's size.
             where, activation = graph.spread_near(seeds, entities, ctx.spread_restart, ctx.spread_iterations,
-                                                  floor=ctx.spread_floor / graph.n)
+                                                  floor=ctx.spread_floor)
         else:
             activation = graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations)
             where = np.arange(len(activation))

@@ -52,9 +52,9 @@ class Context:
     spread_seeds: int = field(default=3, metadata={"description": "Strongest scenes that seed the spreading."})
     spread_restart: float = field(default=0.3, metadata={"description": "Restart probability of personalised PageRank."})
     spread_iterations: int = field(default=15, metadata={"description": "PageRank iterations."})
-    spread_floor: float = field(default=0.2, metadata={
-        "description": "Activation under this multiple of the uniform level (1/n) is dropped at each PageRank step, "
-                       "so spreading reads only the seeds' neighbourhood (0 = the whole graph, exactly)."})
+    spread_floor: float = field(default=1e-4, metadata={
+        "description": "Spreading drops activation (a share of the seeds' total) under this at each PageRank step, "
+                       "so it reads only the seeds' neighbourhood, at most 1/floor scenes (0 = the whole graph)."})
     max_depth: int = field(default=1, metadata={"description": "Fractal recursion bound for probes (0 = no probes)."})
     retrieval_budget: int = field(default=16, metadata={"description": "Store queries allowed per run."})
     max_probes: int = field(default=6, metadata={"description": "Probes spawned per expansion step."})
