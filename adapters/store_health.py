@@ -49,6 +49,7 @@ class Health:
     only_in_index: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    forgetting: list[str] = field(default_factory=list)  # journaled removals a killed forget/replace left
 
     @property
     def ok(self) -> bool:
@@ -63,6 +64,9 @@ class Health:
                           ("scenes in the index but not in the store", self.only_in_index)):
             if ids:
                 out.append(f"problem: {len(ids)} {what} (e.g. {', '.join(ids[:SHOWN])})")
+        if self.forgetting:
+            out.append(f"interrupted: {len(self.forgetting)} scenes were being forgotten (a forget or replace was "
+                       "killed); the next ingest, forget or ask finishes it, or rerun the command")
         out.append("ok: the store and its couplings index agree" if self.ok else
                    f"damaged: run `scenemind --data-dir {self.data_dir} repair`")
         return out
@@ -126,13 +130,15 @@ def check(data_dir: str, embedder_spec: str, store_url: str = "") -> Health:
         index = CouplingIndex(data / "couplings.sqlite", writable=False, data_dir=data)
         index_ids = index.all_ids()
         health.indexed = len(index_ids)
+        health.forgetting = index.pending_removals()
         index.close()
     except SceneMindError as exc:
         health.problems.append(str(exc))
     if store_ids is not None and index_ids is not None:
         in_store, in_index = set(store_ids), set(index_ids)
-        health.only_in_store = [i for i in store_ids if i not in in_index]
-        health.only_in_index = [i for i in index_ids if i not in in_store]
+        forgetting = set(health.forgetting)  # half-removed by design until the removal is finished
+        health.only_in_store = [i for i in store_ids if i not in in_index and i not in forgetting]
+        health.only_in_index = [i for i in index_ids if i not in in_store and i not in forgetting]
     return health
 
 

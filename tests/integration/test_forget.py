@@ -297,6 +297,9 @@ def test_repair_after_a_killed_forget_lists_nothing_as_lost_and_the_forget_compl
     run = subprocess.run([SCENEMIND, "--data-dir", str(killed), "forget", "--source", str(doc)], capture_output=True,
                          text=True, timeout=300, env={**os.environ, KILL_AT: "forget-store"})
     assert run.returncode == -signal.SIGKILL
+    check = subprocess.run([SCENEMIND, "--data-dir", str(killed), "check"], capture_output=True, text=True,
+                           timeout=300)
+    assert check.returncode == 0 and "interrupted: 12 scenes were being forgotten" in check.stdout, check.stdout
     repair = subprocess.run([SCENEMIND, "--data-dir", str(killed), "repair"], capture_output=True, text=True,
                             timeout=300)
     assert repair.returncode == 0, repair.stderr
