@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS removing (id TEXT PRIMARY KEY, vector BLOB);
 CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL);
 """
 BM25_K1, BM25_B = 1.2, 0.75
+LOAD_BLOCK = 20_000  # scenes read into the graph at a time when it catches up
 # 3: Russian keys are lemmas (adapters/lexicon.py); an older index keys Russian by surface form.
 # 4: scenes can be removed: `removing` journals a removal in flight (with the vector the moments must lose),
 #    `removed` logs each one so other processes' graphs catch up. A schema-3 index gains both tables on open.
@@ -314,16 +315,21 @@ class CouplingIndex:
                 if last > g.loaded_n:
                     new = self._db.execute("SELECT n, id, title FROM scene WHERE n > ? ORDER BY n",
                                            (g.loaded_n,)).fetchall()
-                    keys: dict[str, dict[str, int]] = {sid: {} for _, sid, _ in new}
-                    ids = [sid for _, sid, _ in new]
-                    for start in range(0, len(ids), 500):
-                        chunk = ids[start : start + 500]
-                        for sid, key, tf in self._db.execute(
-                                "SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN "
-                                f"({','.join('?' * len(chunk))})", chunk):
-                            keys[sid][key] = tf
-                    for _, sid, title in new:
-                        g.add(sid, title, keys[sid])
+                    # A cold start reads all of memory: a block at a time, the tail merged as it grows, so only
+                    # one block's key dicts live at once (100k scenes read whole peaked 1 GB above the graph).
+                    for block in range(0, len(new), LOAD_BLOCK):
+                        rows = new[block : block + LOAD_BLOCK]
+                        keys: dict[str, dict[str, int]] = {sid: {} for _, sid, _ in rows}
+                        ids = [sid for _, sid, _ in rows]
+                        for start in range(0, len(ids), 500):
+                            chunk = ids[start : start + 500]
+                            for sid, key, tf in self._db.execute(
+                                    "SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN "
+                                    f"({','.join('?' * len(chunk))})", chunk):
+                                keys[sid][key] = tf
+                        for _, sid, title in rows:
+                            g.add(sid, title, keys[sid])
+                        g.ready()
                     g.loaded_n, changed = last, True
                 if changed:
                     g.set_moments(*(self._read_moments() or (0, None, None)))
