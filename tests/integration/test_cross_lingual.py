@@ -92,3 +92,26 @@ def test_an_index_from_before_russian_lemmas_is_refused_in_one_line_and_repair_r
     db.close()
     assert "t:варшава" in keys and "t:варшаве" not in keys
     assert ranked_titles(data_dir, "Какой сад есть в Варшаве?")[0] == "Варшава"
+
+
+def test_the_question_and_its_probes_embed_as_queries_and_scenes_as_passages(mixed_store):
+    import numpy as np
+
+    from adapters.memory import passage_text
+    from graph.builder import build_graph
+    from nodes.resources import _QUERIES
+    from state.context import Context
+
+    e5 = load_embedder(E5_SMALL)
+    out = build_graph(retrieval_only=True).invoke(
+        {"question": "В каком городе родился режиссёр фильма «Габи: правдивая история»?"},
+        context=Context(data_dir=mixed_store, embedder=E5_SMALL))
+    asked = [out["scene"].text] + [p.text for p in out["probes"]]
+    assert len(asked) > 1  # the bridge probe ran
+    for text in asked:
+        used = _QUERIES[(E5_SMALL, text)]
+        assert np.allclose(used, e5.embed_queries([text])[0], atol=1e-4)
+        assert not np.allclose(used, e5.embed([text])[0], atol=1e-2)  # not the passage reading
+    stored = Memory(mixed_store, e5).scenes([r.scene_id for r in SCENES])
+    for r in SCENES:
+        assert np.allclose(stored[r.scene_id].vector, e5.embed([passage_text(r.title, r.text)])[0], atol=1e-4)
