@@ -116,6 +116,14 @@ def _named_prefix(text: str) -> str:
     return " ".join(words[:keep])
 
 
+# Nouns that name a quantity: "what was the population / the average household size / the temperature".
+_QUANTITY_NOUNS_EN = (r"population|percentage|percent|proportion|size|amount|number|temperature|distance|length|"
+                      r"height|width|depth|weight|mass|speed|rate|cost|price|salary|budget|revenue|area|age|"
+                      r"score|total|value|capacity|attendance|density")
+_QUANTITY_NOUNS_RU = (r"численност|населени|процент|дол|размер|количеств|температур|расстояни|длин|высот|"
+                      r"ширин|глубин|вес|масс|скорост|стоимост|цен|зарплат|бюджет|площад|возраст|счёт|счет")
+
+
 def _kind(q: str, words: list[str], language: str, options: list[str]) -> AnswerKind:
     first = words[0] if words else ""
     head = " ".join(words[:4])
@@ -134,6 +142,9 @@ def _kind(q: str, words: list[str], language: str, options: list[str]) -> Answer
             return "place"
         if re.search(r"\b(кто|кого|кому|кем|чей|чья|чьё|чьи)\b", q.lower()):
             return "person"
+        if re.match(r"(?:\w+\s+){0,2}?(?:какова|каков|каковы|какой была|какая|какой)\s+(?:\w+\s+)?(?:"
+                    + _QUANTITY_NOUNS_RU + r")", q.lower()):
+            return "number"
         return "entity"
     if first in _AUX_EN and options and " or " in q.lower() and not re.search(r"\bboth\b", q.lower()):
         return "choice"
@@ -141,16 +152,22 @@ def _kind(q: str, words: list[str], language: str, options: list[str]) -> Answer
         return "yesno"
     if options and re.search(r"\bor\b|^between\b", q.lower()):
         return "choice"
+    # "How old was X when ...": the question opens on a quantity, whatever a later "when" says
+    quantity = r"\bhow (many|much|long|old|far|tall|big|large|high)\b(?! ago)|\bwhat (number|percentage|amount)\b"
+    if re.match(r"(?:\w+\s+){0,3}?" + quantity, q.lower()):
+        return "number"
     if re.search(r"\b(what|which) (year|date|day|month|century|decade)\b|\bwhen\b|\bhow long ago\b", q.lower()):
         return "date"
-    if re.search(r"\bhow (many|much|long|old|far|tall|big|large|high)\b|\bwhat (number|percentage|amount)\b",
-                 q.lower()):
+    if re.search(quantity, q.lower()):
         return "number"
     if re.search(r"\bwhere\b|\b(what|which) (city|country|town|state|place|region|county|village|continent|"
                  r"location|province|island)\b|\bplace of (birth|death)\b", q.lower()):
         return "place"
     if re.search(r"\b(who|whom|whose)\b", q.lower()):
         return "person"
+    if re.match(r"(?:\w+\s+){0,2}?(?:what|which)\s+(?:(?:is|was|were|are)\s+)?(?:the\s+)?(?:\w+(?:'s)?\s+){0,2}?"
+                r"(?:" + _QUANTITY_NOUNS_EN + r")\b", q.lower()):
+        return "number"  # "What was Warsaw's population in 1901?" asks for a quantity
     return "entity"
 
 

@@ -28,6 +28,9 @@ def scene(sid, title, text, score=1.0):
     ("Is Luis Mandoki a film director?", "yesno"),
     ("Are Gaby and Voces inocentes both films?", "yesno"),
     ("What award did the film win?", "entity"),
+    ("How old was Luis Mandoki when he directed Gaby?", "number"),  # a quantity, whatever "when" says later
+    ("What was the population of Mexico City in 1990?", "number"),
+    ("Какова численность населения Мехико?", "number"),
     ("Кто снял фильм «Габи»?", "person"),
     ("Где родился Луис Мандоки?", "place"),
     ("Когда родился Луис Мандоки?", "date"),
@@ -127,3 +130,33 @@ def test_a_question_that_walks_a_relation_answers_from_the_next_hop():
     out = READER.read("When did John V's father die?", scenes)
     assert out.answer == "12 June 1516"  # the father's death, not John V's own (1551)
     assert [e.scene_id for e in out.evidence] == ["j", "e"]
+
+
+def _index(tmp_path, scenes):
+    import numpy as np
+
+    from adapters.coupling_index import CouplingIndex, SceneRow
+    from adapters.lexicon import scene_keys
+
+    index = CouplingIndex(tmp_path / "couplings.sqlite")
+    index.add([SceneRow(s.id, s.title, scene_keys(s.text, s.title), np.ones(4, dtype=np.float32)) for s in scenes])
+    return index.graph()
+
+
+def test_a_long_name_the_scene_words_differently_is_held_and_an_absent_one_abstains(tmp_path):
+    army = scene("s1", "Norman conquest of Apulia",
+                 "The Norman Army of Apulia was led by Robert Guiscard. It took Bari in 1071.")
+    graph = _index(tmp_path, [army])
+    held = READER.read("Who led the Western Norman Army of Apulia?", [army], graph)
+    assert held.answer == "Robert Guiscard" and not held.abstained
+    absent = READER.read("Who led the Eastern Roman Army of Thrace?", [army], graph)
+    assert absent.abstained
+
+
+def test_a_span_that_repeats_the_question_loses_to_one_that_adds_to_it():
+    scenes = [scene("m", "Gerald McRaney", "Gerald Lee McRaney (born August 19, 1947) is an American television and "
+                                           "movie actor.", 2.0),
+              scene("s", "Simon & Simon", "Simon & Simon is an American detective television series starring "
+                                          "Gerald McRaney and Jameson Parker.", 1.5)]
+    reading = READER.read("Simon & Simon starred which television and movie actor from the US?", scenes)
+    assert reading.answer == "Gerald Lee McRaney"  # not "American television and movie actor"
