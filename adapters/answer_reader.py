@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from adapters.answer_spans import Span, spans_of
-from adapters.lexicon import capitalised_spans, is_stop, norm, split_clauses, terms_of, title_aliases
+from adapters.lexicon import capitalised_spans, has_cyrillic, is_stop, lemma, norm, split_clauses, terms_of, title_aliases
 from adapters.question_form import RELATION_SYNONYMS, QuestionForm, form_of
 from state.models import Evidence, Recalled
 
@@ -65,6 +65,8 @@ class _Sentence:
 
 def _stem(word: str) -> str:
     w = word.lower()
+    if has_cyrillic(w):  # Russian inflects the ending, often within five letters («колею», «колея»)
+        w = lemma(w)
     return w[:5] if len(w) > 5 else w
 
 

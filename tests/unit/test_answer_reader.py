@@ -160,3 +160,11 @@ def test_a_span_that_repeats_the_question_loses_to_one_that_adds_to_it():
                                           "Gerald McRaney and Jameson Parker.", 1.5)]
     reading = READER.read("Simon & Simon starred which television and movie actor from the US?", scenes)
     assert reading.answer == "Gerald Lee McRaney"  # not "American television and movie actor"
+
+
+def test_russian_relation_words_match_in_any_case():
+    # «колею» in the question, «колея» in the scene: one word in two cases (their five-letter prefixes differ)
+    gauge = scene("g", "Железные дороги Виктории", "На запад Виктории колея пришла в 1995 году.")
+    other = scene("o", "Железные дороги Виктории", "На запад Виктории вагоны пришли в 1950 году.")
+    out = READER.read("В каком году на запад Виктории провели колею?", [other, gauge])
+    assert out.answer.startswith("1995")
