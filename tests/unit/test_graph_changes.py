@@ -118,6 +118,9 @@ def test_another_process_catches_up_with_removals(tmp_path, rows):
     q = held[3]
     mean, std = g.dense_moments(q)
     assert mean == pytest.approx(float((held @ q).mean())) and std == pytest.approx(float((held @ q).std()))
+    # a reader that becomes a writer (an ingest in a process that asked first) keeps its graph: no cold rebuild
+    reader.make_writable()
+    assert reader.graph() is g and g.n == len(left)
     # removing what is gone already changes nothing (a rerun after a kill)
     writer.journal_removal({gone[1]: vectors[gone[1]]})
     assert writer.remove([gone[1]]) == 0
