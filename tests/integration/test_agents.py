@@ -27,7 +27,7 @@ from scenemind_data import DEMO_QUESTION
 from state.context import Context
 from state.errors import AgentRefused, AgentUnavailable, EmbedderMismatch, EmptyInput, InputTooLarge
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real servers / processes: `-m "not slow"` skips them
 OTHER_QUESTION = "When was the director of the film The Goose Woman born?"
 
 

@@ -21,7 +21,7 @@ from agent_servers import SCENEMIND, clean_env, copy_store
 from scenemind_data import DEMO_QUESTION
 from state.context import Context
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real servers / processes: `-m "not slow"` skips them
 FOLLOW_UP = "When was the director of the film The Goose Woman born?"
 
 

@@ -95,10 +95,12 @@ def test_second_two_hop_question(demo_context):
     assert out["answer"] == "May 10, 1890"  # the first date of "(May 10, 1890 – August 17, 1987)"
 
 
-def test_formulas_are_written_back_and_recurring_field_crystallises(tmp_path, embedder):
-    data_dir = str(tmp_path / "store")
-    mem = open_memory(data_dir, DEFAULT_EMBEDDER, create=True)
-    mem.ingest(read_sources([str(DEMO_SCENES)]))
+def test_formulas_are_written_back_and_recurring_field_crystallises(demo_store, tmp_path):
+    import shutil
+
+    # A copy of the demo store (it holds no formulas, fields or crystals: conftest checks that it stays so).
+    data_dir = str(shutil.copytree(demo_store, tmp_path / "store", ignore=shutil.ignore_patterns("threads.sqlite*")))
+    mem = open_memory(data_dir, DEFAULT_EMBEDDER)
     # Asking is read-only by default: formulas are formed, fields and crystals computed, nothing stored.
     read_only = graph.invoke({"question": DEMO_QUESTION}, context=Context(data_dir=data_dir))
     assert read_only["formulas"] and read_only["crystals"] == []

@@ -25,7 +25,7 @@ from adapters.memory import INGEST_BATCH, Memory
 from adapters.sources import read_sources
 from scenemind_data import DEMO_SCENES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real servers / processes: `-m "not slow"` skips them
 
 SCENEMIND = str(Path(sys.executable).with_name("scenemind"))
 COPIES = 3  # 300 demo passages x 3 = 900 distinct scenes: ingest batches of 512 and 388

@@ -50,9 +50,8 @@ TOP5 = {
     "resonance": {**BOTH_DENSE, "2hop__468258_495107": ["Brand (play)", "Nora Ibsen"],
                   "3hop1__358656_182905_638959": ["Alexander and the Terrible, Horrible, No Good, Very Bad Day"],
                   "3hop1__404363_705261_126049": ["Aschenbrödel"],
-                  "3hop1__520721_132413_16030": ["Brother (Pearl Jam song)"],
-                  "4hop1__709382_146811_31223_91015": ["Hello Love (song)", "Publix", "Tennessee"]},
-    # ... and bridge probes reach the 4-hop chain's last passage (Hank Snow) as well.
+                  "3hop1__520721_132413_16030": ["Brother (Pearl Jam song)", "Seattle"]},
+    # ... and bridge probes walk the 4-hop chain (Tennessee, Hank Snow).
     "full": {**BOTH_DENSE, "2hop__468258_495107": ["Brand (play)", "Nora Ibsen"],
              "3hop1__404363_705261_126049": ["Aschenbrödel"],
              "3hop1__520721_132413_16030": ["Brother (Pearl Jam song)"],

@@ -23,7 +23,7 @@ from nodes.interpret import interpret
 from state.context import Context
 from state.errors import SettingsError
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 DEFAULT_TAG = EmbedderTag(name=DEFAULT_EMBEDDER, dim=384)
 

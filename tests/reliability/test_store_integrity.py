@@ -27,7 +27,7 @@ from adapters.store_lock import writer_lock
 from scenemind_data import DEMO_SCENES
 from state.errors import EmbedderMismatch, StoreDamaged, StoreUnavailable
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 SCENEMIND = str(Path(sys.executable).with_name("scenemind"))
 QUESTION = "Where was the director of the film Gaby: A True Story born?"
