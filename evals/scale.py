@@ -662,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.churn and size == args.churn and "query" in row:
             row["churn"] = child("churn", size, args)
         results["sizes"][str(size)] = row
-        print(f"{size:,}: {json.dumps(row)}", file=sys.stderr)
+        print(f"{size:,}: " + ", ".join(f"{step} {'error' if 'error' in v else 'done'}" for step, v in row.items()),
+              file=sys.stderr)
     print(table(results))
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
@@ -681,6 +682,10 @@ def _configs(row: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, di
     if "baseline" in row:
         out.append((" ".join((results.get("settings") or []) + results.get("baseline", [])), row["baseline"]))
     return out
+
+
+def _recall(r: dict[str, float]) -> str:
+    return "/".join(f"{r[f'R@{k}']:.1f}" for k in (2, 5, 10))
 
 
 def _pair(p: dict[str, Any] | None) -> str:
@@ -795,6 +800,8 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
     flags = f"--sizes {' '.join(str(s) for s in sorted(args.sizes))} --questions {args.questions}"
     flags += "".join(f" {name} {' '.join(v)}" for name, v in (("--set", args.set), ("--baseline", args.baseline)) if v)
     flags += " --measure-only" if args.measure_only else ""
+    flags += f" --real-ingest {args.real_ingest} --churn {args.churn}"
+    flags += ' --note "..."' if args.note else ""
     churn = [r["churn"] for r in results["sizes"].values() if "added" in r.get("churn", {})]
     lines = [f"Command: `nice -n 10 python -m evals.scale {flags} --record` "
              f"(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; stores and finished measurements cached "
@@ -806,7 +813,8 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
             f"{c['add_s']:.1f} s + graph catch-up {c['add_graph_catch_up_s']:.2f} s = {c['add_vs_embed']:.2f}x the "
             f"{c['embed_only_s']:.1f} s the embedder alone takes for them; forget them (`Memory.forget`): "
             f"{c['forget_s']:.1f} s + {c['forget_graph_catch_up_s']:.2f} s = {c['forget_vs_embed']:.2f}x (target <= 2x "
-            f"each); recall of the questions before {c['recall_before']} and after {c['recall_after']}, "
+            f"each); recall R@2/5/10 of the questions before {_recall(c['recall_before'])} and after "
+            f"{_recall(c['recall_after'])}, "
             f"per question {'identical' if c['same_per_question'] else 'different'} (load {c['load'][0]}-{c['load'][1]})")
     if args.note:
         lines += ["", args.note]
