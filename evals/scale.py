@@ -548,6 +548,8 @@ def churn(size: int, args: argparse.Namespace, count: int = 1000) -> dict[str, A
             "forget_vs_embed": round((forget_s + forget_graph_s) / embed_s, 2),
             "recall_before": before["recall"], "recall_after": after["recall"],
             "same_per_question": before["per_question_recall"] == after["per_question_recall"],
+            "changed_questions": {k: [i for i, (x, y) in enumerate(zip(v, after["per_question_recall"][k])) if x != y]
+                                  for k, v in before["per_question_recall"].items()},
             "scenes_after": mem.store.count(), "load": [load_start, load_end],
             "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
