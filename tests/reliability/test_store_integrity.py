@@ -1,7 +1,7 @@
 """Nothing lost, nothing mixed (issue 10, items 1-4, 6, 9-11): two writers, racing asks, a wrong
 embedder behind a right name, damaged files, a full disk, a read-only index, a store server that dies.
 
-A small real store (240 short demo scenes, real MiniLM, real Chroma) is built once with a low HNSW
+A small real store (240 short demo scenes, the real default embedder, real Chroma) is built once with a low HNSW
 sync threshold, so its vectors live in HNSW files on disk as in a large store; each test damages
 its own copy.
 """
