@@ -686,6 +686,12 @@ def _configs(row: dict[str, Any], results: dict[str, Any]) -> list[tuple[str, di
     return out
 
 
+def _changed(c: dict[str, Any]) -> str:
+    """Which questions' recall differed after the add-then-forget cycle (their index in the question file)."""
+    changed = c.get("changed_questions", {})
+    return "; ".join(f"{k} of question {', '.join(map(str, v))} (0-based)" for k, v in changed.items() if v) or "?"
+
+
 def _recall(r: dict[str, float]) -> str:
     return "/".join(f"{r[f'R@{k}']:.1f}" for k in (2, 5, 10))
 
@@ -817,7 +823,8 @@ def record(results: dict[str, Any], args: argparse.Namespace) -> None:
             f"{c['forget_s']:.1f} s + {c['forget_graph_catch_up_s']:.2f} s = {c['forget_vs_embed']:.2f}x (target <= 2x "
             f"each); recall R@2/5/10 of the questions before {_recall(c['recall_before'])} and after "
             f"{_recall(c['recall_after'])}, "
-            f"per question {'identical' if c['same_per_question'] else 'different'} (load {c['load'][0]}-{c['load'][1]})")
+            f"per question {'identical' if c['same_per_question'] else 'different: ' + _changed(c)} "
+            f"(load {c['load'][0]}-{c['load'][1]})")
     if args.note:
         lines += ["", args.note]
     lines += ["", f"Plot: `evals/{Path(args.plot).name}`.", "", f"![scale]({Path(args.plot).name})"]
