@@ -31,8 +31,15 @@ KEEP = 24  # scenes one resonance hands to the field: enough for recall@10 after
 LEXICAL_FULL_COVERAGE = 0.5  # same-language questions reach it even with a few words memory lacks
 
 
-def _z(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / (x.std() + 1e-9) if len(x) else x
+def _z(x: np.ndarray, n: int | None = None) -> np.ndarray:
+    """z-scores over the n scenes held: a removed scene's free position holds 0 and must not move the statistics
+    (otherwise forgetting scenes would shift every remaining score)."""
+    if not len(x):
+        return x
+    n = n or len(x)
+    mean = float(x.sum()) / n
+    std = math.sqrt(max(float(x @ x) / n - mean * mean, 0.0))
+    return (x - mean) / (std + 1e-9)
 
 
 def _top(scores: np.ndarray, k: int) -> list[int]:
@@ -54,7 +61,7 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
     entities = {e: w * trust for e, w in entities.items()} if trust < 1.0 else entities
     lexical = np.zeros(graph.size)  # per position (a removed scene leaves a free one)
     if ctx.bm25_weight:
-        lexical += ctx.bm25_weight * _z(graph.bm25(terms))
+        lexical += ctx.bm25_weight * _z(graph.bm25(terms), graph.n)
     if ctx.title_weight or ctx.mention_weight:
         lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
     lexical *= trust
