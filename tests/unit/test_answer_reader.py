@@ -168,3 +168,17 @@ def test_russian_relation_words_match_in_any_case():
     other = scene("o", "Железные дороги Виктории", "На запад Виктории вагоны пришли в 1950 году.")
     out = READER.read("В каком году на запад Виктории провели колею?", [other, gauge])
     assert out.answer.startswith("1995")
+
+
+@pytest.mark.parametrize("question,text,answer", [
+    ("In what year did James Dewar obtain liquid oxygen?",
+     "In 1891 the Scottish chemist James Dewar produced enough liquid oxygen for study. The first commercially "
+     "viable process for obtaining liquid oxygen was developed by Carl von Linde and William Hampson in 1895.", "1891"),
+    ("В каком году Джеймс Дьюар получил жидкий кислород?",
+     "В 1891 году шотландскому химику Джеймсу Дьюару удалось выделить жидкий кислород в количестве, достаточном для "
+     "исследования. Первый рентабельный процесс получения жидкого кислорода разработали Карл фон Линде и Уильям "
+     "Хэмпсон в 1895 году.", "1891"),
+])
+def test_within_a_scene_the_sentence_about_the_questions_subject_answers(question, text, answer):
+    out = READER.read(question, [scene("o", "Oxygen", text)])
+    assert out.answer.startswith(answer)  # not the neighbouring sentence's year (Linde and Hampson's 1895)
