@@ -28,6 +28,8 @@ from scenemind_data import DEMO_SCENES
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # real servers / processes: `-m "not slow"` skips them
 
 SCENEMIND = str(Path(sys.executable).with_name("scenemind"))
+# Kill safety does not depend on the embedder: the fastest one keeps this 1,800-embedding test short.
+KILL_EMBEDDER = "all-MiniLM-L6-v2"
 COPIES = 3  # 300 demo passages x 3 = 900 distinct scenes: ingest batches of 512 and 388
 TEXT_CHARS = 80
 
@@ -45,7 +47,8 @@ def scenes_file(tmp_path_factory) -> Path:
 
 
 def _ingest(data_dir: Path, scenes: Path) -> subprocess.Popen:
-    return subprocess.Popen([SCENEMIND, "--data-dir", str(data_dir), "ingest", str(scenes), "--quiet"],
+    return subprocess.Popen([SCENEMIND, "--data-dir", str(data_dir), "--embedder", KILL_EMBEDDER, "ingest", str(scenes),
+                             "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -91,7 +94,14 @@ def _chroma_ids_elsewhere(data_dir: Path) -> list[str]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file, embedder):
+@pytest.fixture(scope="module")
+def minilm():
+    from adapters.embedder import load_embedder
+
+    return load_embedder(KILL_EMBEDDER)
+
+
+def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file, minilm):
     expected = {rec.scene_id for rec in read_sources([str(scenes_file)])}
     assert len(expected) == 300 * COPIES
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
@@ -127,8 +137,8 @@ def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file, embedder):
     assert rerun.returncode == 0, err
     assert f"{len(expected) - len(partial_index)} added, {len(partial_index)} already present" in out
 
-    # 3. A clean run into a second dir (in this process, with the session's embedder).
-    clean = Memory(str(clean_dir), embedder, create=True).ingest(read_sources([str(scenes_file)]))
+    # 3. A clean run into a second dir (in this process, with the same embedder).
+    clean = Memory(str(clean_dir), minilm, create=True).ingest(read_sources([str(scenes_file)]))
     assert (clean.added, clean.already_present, clean.scenes) == (len(expected), 0, len(expected))
 
     # 4. Same scenes and couplings, each exactly once.
@@ -142,7 +152,7 @@ def test_killed_ingest_rerun_matches_clean_run(tmp_path, scenes_file, embedder):
     assert {sid for sid, _ in killed_keys} == expected  # every scene got its keys
 
     # Another run over the healed store adds nothing.
-    again_mem = Memory(str(killed_dir), embedder)
+    again_mem = Memory(str(killed_dir), minilm)
     again = again_mem.ingest(read_sources([str(scenes_file)]))
     assert (again.added, again.already_present, again.scenes) == (0, len(expected), len(expected))
     assert again.couplings == len(clean_keys)
