@@ -39,7 +39,7 @@ PARAPHRASE_SENTENCES = 3
 # z of the strongest scene's cosine over the store: questions about a held scene sit at 4-6 (median ~5 with
 # multilingual-e5-small on XQuAD), questions memory does not hold at ~3.3-3.9 (median; 90th percentile ~4.5-5).
 HELD_Z = 4.8
-NAMING_BONUS = 0.3  # what a scene's sentences lose to its sentence that names the question's subject
+NAMING_PENALTY = 0.3  # what a scene's sentences lose to its sentence that names the question's subject
 OVERLAP_PENALTY = 0.3  # per share of a span's words the question already holds
 SENTENCE_CACHE = 20_000  # scenes whose sentence vectors the reader keeps
 CLOSEST = 3  # scenes shown when abstaining
@@ -204,7 +204,7 @@ class AnswerReader:
             for s in scenes) and not self._held_by_meaning(question, scenes, graph, embedder)
         strength = _strengths(scenes)
         reached = [sent for s in scenes if s.id in hops for sent in sentences[s.id]]
-        named = ask.naming_sentences(reached) if not ask.nested else _Named()
+        named, naming = ask.naming_sentences(reached) if not ask.nested else (set(), set())
         best: tuple[float, Span, _Sentence] | None = None
         for sent in reached:
             fit, hits = ask.fit(sent)
@@ -213,8 +213,8 @@ class AnswerReader:
             if anchorless and fit < 0.5:
                 continue  # nothing the question names is in memory: only a close paraphrase may answer
             found = ask.best_span(sent, fit, hits, strength[sent.scene.id])
-            if found and sent.scene.id in named.scenes and id(sent) not in named:
-                found = (found[0] - NAMING_BONUS, found[1])
+            if found and sent.scene.id in naming and id(sent) not in named:
+                found = (found[0] - NAMING_PENALTY, found[1])
             if found and (best is None or found[0] > best[0]):
                 best = (found[0], found[1], sent)
         if (best is None or best[0] < MIN_SCORE) and embedder is not None and reached and not anchorless:
@@ -449,12 +449,6 @@ class AnswerReader:
         return Reading(self._abstain_text(form), closest, abstained=True)
 
 
-class _Named(set):
-    """Ids of the sentences that name the question's subject best in their scene; `scenes`: scenes that name it."""
-
-    scenes: set[str] = frozenset()
-
-
 class _Asked:
     """What one question looks for, ready to score sentences and their spans."""
 
@@ -474,12 +468,12 @@ class _Asked:
         walked = re.findall(r"(?:'s|’s)\s+([a-z][\w-]*)|\bthe\s+([a-z][\w-]*)\s+of\b", question)
         self.nested = any(w and w not in form.focus for pair in walked for w in pair)
 
-    def naming_sentences(self, reached: list[_Sentence]) -> "_Named":
-        """In each scene, the sentences that name most of what the question names (when any does): within one
-        scene, the sentence about the question's subject ("In 1891 James Dewar ...") answers it rather than
-        its neighbour about something else ("... Linde and Hampson in 1895")."""
+    def naming_sentences(self, reached: list[_Sentence]) -> tuple[set[int], set[str]]:
+        """In each scene, the sentences (ids) that name most of what the question names, and the scenes where
+        any does: within one scene, the sentence about the question's subject ("In 1891 James Dewar ...")
+        answers it rather than its neighbour about something else ("... Linde and Hampson in 1895")."""
         if not self.anchors:
-            return _Named()
+            return set(), set()
         share: dict[int, float] = {}
         for sent in reached:
             stems = {_stem(w) for w in sent.words}
@@ -487,9 +481,8 @@ class _Asked:
         top: dict[str, float] = {}
         for sent in reached:
             top[sent.scene.id] = max(top.get(sent.scene.id, 0.0), share[id(sent)])
-        named = _Named(id(sent) for sent in reached if share[id(sent)] > 0 and share[id(sent)] == top[sent.scene.id])
-        named.scenes = {sid for sid, t in top.items() if t > 0}
-        return named
+        named = {id(sent) for sent in reached if share[id(sent)] > 0 and share[id(sent)] == top[sent.scene.id]}
+        return named, {sid for sid, t in top.items() if t > 0}
 
     def fit(self, sent: _Sentence) -> tuple[float, list[int]]:
         """Share of the relation words the sentence carries (the answer's own relation counts double), and
