@@ -17,13 +17,15 @@ fits, it abstains and shows the closest scenes.
 from __future__ import annotations
 
 import re
+from functools import cache
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from adapters.answer_spans import Span, spans_of
-from adapters.lexicon import capitalised_spans, has_cyrillic, is_stop, lemma, norm, split_clauses, terms_of, title_aliases
+from adapters.lexicon import (capitalised_spans, has_cyrillic, is_stop, lemma, norm, split_clauses, terms_of,
+                              title_aliases)
 from adapters.question_form import RELATION_SYNONYMS, QuestionForm, form_of
 from state.models import Evidence, Recalled
 
@@ -199,9 +201,11 @@ class AnswerReader:
         ask = _Asked(form, question, q_entities)
         ask.bridges = {a for s in scenes if hops.get(s.id, 0) > 1 and s.title for a in title_aliases(s.title)}
         ask.hops = hops
+        # the question's query vector, embedded at most once per reading (two paths below may need it)
+        question_vector = cache(lambda: embedder.embed_one(question, role="query")) if embedder is not None else None
         anchorless = not any(h > 1 for h in hops.values()) and not any(
             self._mentions(s, q_entities) or (s.title and set(title_aliases(s.title)) & set(q_entities))
-            for s in scenes) and not self._held_by_meaning(question, scenes, graph, embedder)
+            for s in scenes) and not self._held_by_meaning(question, scenes, graph, question_vector)
         strength = _strengths(scenes)
         reached = [sent for s in scenes if s.id in hops for sent in sentences[s.id]]
         named, naming = ask.naming_sentences(reached) if not ask.nested else (set(), set())
@@ -218,7 +222,7 @@ class AnswerReader:
             if found and (best is None or found[0] > best[0]):
                 best = (found[0], found[1], sent)
         if (best is None or best[0] < MIN_SCORE) and embedder is not None and reached and not anchorless:
-            best = self._paraphrase(ask, reached, strength, embedder)
+            best = self._paraphrase(ask, reached, strength, embedder, question_vector())
         if best is None or best[0] < MIN_SCORE:
             return None
         _, span, sent = best
@@ -230,10 +234,10 @@ class AnswerReader:
         return Reading(answer.strip(" ,.;:"), chain)
 
     @staticmethod
-    def _held_by_meaning(question: str, scenes: list[Recalled], graph, embedder) -> bool:
+    def _held_by_meaning(question: str, scenes: list[Recalled], graph, question_vector) -> bool:
         """A question that names nothing may still be about a scene memory holds: its strongest scene stands
         far out of the store's cosine distribution (a z-score, so the bar does not depend on the embedder)."""
-        if graph is None or embedder is None or not scenes:
+        if graph is None or question_vector is None or not scenes:
             return False
         # and it uses the store's own words: one the store never saw ("penicillin") means it asks about
         # something else, however close the strongest scene's topic (one in five may be a misspelling)
@@ -241,7 +245,7 @@ class AnswerReader:
         unseen = [t for t in terms if t not in graph.term_id or not graph.term_df[graph.term_id[t]]]
         if len(unseen) > len(terms) // 5:
             return False
-        mean, sd = graph.dense_moments(embedder.embed_one(question, role="query"))
+        mean, sd = graph.dense_moments(question_vector())
         return (max(s.dense for s in scenes) - mean) / sd >= HELD_Z
 
     def _other_half(self, ask: "_Asked", answer: _Sentence, q_entities: list[str], scenes: list[Recalled],
@@ -268,11 +272,11 @@ class AnswerReader:
         return []
 
     def _paraphrase(self, ask: "_Asked", reached: list[_Sentence], strength: dict[str, float],
-                    embedder) -> tuple[float, Span, _Sentence] | None:
+                    embedder, question_vector: np.ndarray) -> tuple[float, Span, _Sentence] | None:
         """When no sentence shares the question's words, the one closest in meaning may still say the answer
         ("function problems can be recast as ..." for "How can function problems be restated?")."""
         vectors = self._sentence_vectors(reached, embedder)
-        cosine = vectors @ embedder.embed_one(ask.question, role="query")
+        cosine = vectors @ question_vector
         order = np.argsort(-cosine)[:PARAPHRASE_SENTENCES]
         best = None
         for i in order:
