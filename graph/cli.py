@@ -15,7 +15,7 @@ from state.errors import SceneMindError
 
 
 def _context(args: argparse.Namespace, **extra: Any) -> Context:
-    given = {k: v for k, v in {"data_dir": args.data_dir, "store_url": args.store_url,
+    given = {k: v for k, v in {"data_dir": args.data_dir, "store_url": args.store_url, "state_url": args.state_url,
                                 "embedder": args.embedder, **extra}.items() if v is not None}
     if "data_dir" in given:
         given["data_dir"] = os.path.abspath(given["data_dir"])
@@ -225,6 +225,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="scenemind", description=__doc__)
     ap.add_argument("--data-dir", help="store folder (default ./.scenemind or $SCENEMIND_DATA_DIR)")
     ap.add_argument("--store-url", help="Chroma server URL instead of the embedded store")
+    ap.add_argument("--state-url", help="PostgreSQL URL for the couplings, writer lock and threads "
+                                        "(default: files in the data dir, or $SCENEMIND_STATE_URL)")
     ap.add_argument("--embedder", help="embedder name or local folder")
     sub = ap.add_subparsers(dest="command", required=True)
 
