@@ -50,6 +50,7 @@ class Health:
     problems: list[str] = field(default_factory=list)
     forgetting: list[str] = field(default_factory=list)  # journaled removals a killed forget/replace left
     index_at: str = ""  # the index file, or its PostgreSQL database
+    options: str = ""  # the --store-url / --state-url the repair needs too
 
     @property
     def ok(self) -> bool:
@@ -69,7 +70,7 @@ class Health:
             out.append(f"interrupted: {len(self.forgetting)} scenes were being forgotten (a forget or replace was "
                        "killed); the next ingest, forget or ask finishes it, or rerun the command")
         out.append("ok: the store and its couplings index agree" if self.ok else
-                   f"damaged: run `scenemind --data-dir {self.data_dir} repair`")
+                   f"damaged: run `scenemind --data-dir {self.data_dir}{self.options} repair`")
         return out
 
 
@@ -107,7 +108,9 @@ def check(data_dir: str, embedder_spec: str, store_url: str = "", state_url: str
     """Read everything once and say what disagrees (writes nothing)."""
     embedder = load_embedder(embedder_spec)
     data = Path(data_dir)
-    health = Health(str(data), store_url or str(data / "chroma"))
+    health = Health(str(data), store_url or str(data / "chroma"),
+                    options=(f" --store-url {store_url}" if store_url else "")
+                    + (f" --state-url {state_url}" if state_url else ""))
     if not store_url and not data.exists():
         raise StoreUnavailable(f"no scene store at {data}: nothing to check")
     store_ids: list[str] | None = None
