@@ -30,7 +30,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     records = read_sources(args.paths)  # every file checked before anything is written
-    mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, create=True)
+    mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, create=True, state_url=ctx.state_url)
     start = time.perf_counter()
     with tqdm(total=len(records), unit="scene", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
         report = mem.ingest(records, progress=bar.update, replace_sources=not getattr(args, "add_only", False))
@@ -177,7 +177,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from adapters.memory import store_stats
 
     ctx = _context(args)
-    stats = store_stats(ctx.data_dir, ctx.embedder, store_url=ctx.store_url)
+    stats = store_stats(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, state_url=ctx.state_url)
     print(json.dumps(stats, indent=2))
     if "problem" in stats:  # the numbers are shown; the disagreement is one line on stderr, exit 1
         print(f"scenemind: warning: {stats['problem']}", file=sys.stderr)
