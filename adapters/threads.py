@@ -2,8 +2,8 @@
 
 With a Chroma server (`--store-url`) and `--state-url`, a thread begun by a process on one
 machine is continued by a process on another: LangGraph's PostgresSaver holds every
-checkpoint in the shared database. Either saver carries scenemind's state types (see
-`graph.builder.registered`).
+checkpoint in the shared database, beside the couplings (adapters/postgres.py). Either saver
+carries scenemind's state types (see `graph.builder.registered`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from adapters.postgres import connect, redact
 from state.errors import StoreUnavailable
 
-CONNECT_TIMEOUT_S = 5
 # Session advisory lock (class, object) around the saver's migrations: two processes opening a fresh
-# database at once would otherwise both create its tables and one would fail.
+# database at once would otherwise both create its tables and one would fail. (0x5CE0E, 1) is the writer lock.
 SETUP_LOCK = (0x5CE0E, 2)
 
 
@@ -33,37 +32,23 @@ def open_checkpointer(sqlite_path: Path, state_url: str = "") -> Any:
     return registered(SqliteSaver(sqlite3.connect(str(sqlite_path), check_same_thread=False, timeout=30)))
 
 
-def _redacted(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:  # a port that is not a number: say nothing more than the scheme
-        return f"{url.split('://', 1)[0]}://..."
-
-
 def unavailable(url: str, exc: BaseException) -> StoreUnavailable:
-    """A PostgreSQL failure as one line that names the server and what to do."""
+    """A PostgreSQL failure in the middle of a conversation as one line that names the server."""
     reason = " ".join(str(exc).split())[:300]
-    return StoreUnavailable(f"PostgreSQL at {_redacted(url)} cannot keep the chat threads ({reason}): start it, "
-                            "or fix --state-url / SCENEMIND_STATE_URL")
+    return StoreUnavailable(f"PostgreSQL at {redact(url)} stopped answering while keeping the chat thread "
+                            f"({reason}): start it and rerun; the turn resumes from its last checkpoint")
 
 
 def _postgres_saver(url: str) -> Any:
-    if not url.startswith(("postgresql://", "postgres://")):
-        raise StoreUnavailable(f"--state-url must be a PostgreSQL URL (postgresql://user@host:port/database), "
-                               f"got {_redacted(url)!r}")
     import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg.rows import dict_row
 
+    conn = connect(url)  # one clear line for a server that is down or a URL that is not PostgreSQL's
+    # What PostgresSaver.from_conn_string sets; the connection lives as long as the process.
+    conn.row_factory, conn.prepare_threshold = dict_row, 0
+    saver = PostgresSaver(conn)
     try:
-        # The settings PostgresSaver.from_conn_string uses; the connection lives as long as the process.
-        conn = psycopg.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row,
-                               connect_timeout=CONNECT_TIMEOUT_S, application_name="scenemind-threads")
-        saver = PostgresSaver(conn)
         conn.execute("SELECT pg_advisory_lock(%s, %s)", SETUP_LOCK)
         try:
             saver.setup()
