@@ -39,9 +39,22 @@ CREATE TABLE IF NOT EXISTS scene_key (scene_id TEXT NOT NULL, key TEXT NOT NULL,
                                       PRIMARY KEY (scene_id, key));
 CREATE INDEX IF NOT EXISTS scene_key_by_key ON scene_key (key);
 CREATE TABLE IF NOT EXISTS moments (id INTEGER PRIMARY KEY CHECK (id = 1), count INTEGER, dim INTEGER,
-                                    total BLOB, outer BLOB);
+                                    total BLOB, "outer" BLOB);
 CREATE TABLE IF NOT EXISTS removing (id TEXT PRIMARY KEY, vector BLOB);
 CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL);
+"""
+# The same tables in PostgreSQL (`--state-url`), plus `meta` for the schema version SQLite keeps in user_version.
+# Serial numbers follow commit order because writers hold the memory's writer lock while they commit.
+SCHEMA_POSTGRES = """
+CREATE TABLE IF NOT EXISTS scene (n BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT);
+CREATE TABLE IF NOT EXISTS scene_key (scene_id TEXT NOT NULL, key TEXT NOT NULL, tf INTEGER NOT NULL DEFAULT 1,
+                                      PRIMARY KEY (scene_id, key));
+CREATE INDEX IF NOT EXISTS scene_key_by_key ON scene_key (key);
+CREATE TABLE IF NOT EXISTS moments (id INTEGER PRIMARY KEY CHECK (id = 1), count BIGINT, dim INTEGER,
+                                    total BYTEA, "outer" BYTEA);
+CREATE TABLE IF NOT EXISTS removing (id TEXT PRIMARY KEY, vector BYTEA);
+CREATE TABLE IF NOT EXISTS removed (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 BM25_K1, BM25_B = 1.2, 0.75
 LOAD_BLOCK = 20_000  # scenes read into the graph at a time when it catches up
@@ -62,19 +75,44 @@ class SceneRow:
     vector: np.ndarray
 
 
-class CouplingIndex:
-    """The index file. Opened read-only unless `writable` (an ingest or a repair); `make_writable` upgrades."""
+def open_couplings(data_dir: Path | str, state_url: str = "", writable: bool = False) -> CouplingIndex:
+    """The couplings index of a memory: `couplings.sqlite` in its data dir, or the PostgreSQL database
+    `state_url` names (shared by processes on any machine)."""
+    data = Path(data_dir)
+    return CouplingIndex(data / "couplings.sqlite", writable=writable, data_dir=data, url=state_url)
 
-    def __init__(self, path: Path | str, writable: bool = True, data_dir: Path | str | None = None):
+
+class CouplingIndex:
+    """The index file (or database). Opened read-only unless `writable` (an ingest or a repair); `make_writable`
+    upgrades. With `url`, the same tables live in that PostgreSQL database instead of the file at `path`."""
+
+    def __init__(self, path: Path | str, writable: bool = True, data_dir: Path | str | None = None, url: str = ""):
         self.path = Path(path)
+        self.url = url
         self.data_dir = Path(data_dir) if data_dir is not None else self.path.parent
         self._lock = threading.RLock()
         self._graph = CouplingGraph()
         self.writable = writable
         self._db = self._open(writable)
 
+    @property
+    def where(self) -> str:
+        """The index's place, for messages: its file, or its database (without a password)."""
+        if self.url:
+            from adapters.postgres import redact
+
+            return f"PostgreSQL {redact(self.url)}"
+        return str(self.path)
+
+    @property
+    def _repair(self) -> str:
+        state = f" --state-url {self.url}" if self.url else ""
+        return f"`scenemind --data-dir {self.data_dir}{state} repair`"
+
     # --- opening ---------------------------------------------------------------------------
     def _open(self, writable: bool) -> sqlite3.Connection:
+        if self.url:
+            return self._open_postgres()
         with self._sql():
             if writable:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +130,22 @@ class CouplingIndex:
                 return self._empty()
             self._check_version(db)
             return db
+
+    def _open_postgres(self) -> sqlite3.Connection:
+        """The tables in PostgreSQL, made if missing: readers make them too, so a process that opens before
+        the first ingest still sees what later ingests (on any machine) write."""
+        from adapters.postgres import SqlConnection
+
+        db = SqlConnection(self.url)
+        with self._sql():
+            if db.execute("SELECT to_regclass('scene') IS NOT NULL").fetchone()[0]:
+                self._check_version(db)
+            with db:
+                db.execute("SELECT pg_advisory_xact_lock(380430, 2)")  # two first opens must not race the DDL
+                db.executescript(SCHEMA_POSTGRES)
+                db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (name) DO NOTHING",
+                           (str(SCHEMA_VERSION),))
+        return db  # type: ignore[return-value]  # the slice of sqlite3's API the index uses
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """Read without writing a byte: mode=ro, or immutable when not even the WAL's -shm can be made."""
@@ -114,12 +168,17 @@ class CouplingIndex:
         return db
 
     def _check_version(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene'").fetchone()
+        if self.url:
+            row = (db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+                   if db.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0] else None)
+            version, has_tables = int(row[0]) if row else 0, True
+        else:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            has_tables = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'scene'").fetchone()
         if has_tables and version != SCHEMA_VERSION and version not in MIGRATES:
-            raise StoreUnavailable(f"{self.path} was written by another scenemind version (couplings schema "
-                                   f"{version}, this one reads {SCHEMA_VERSION}): run `scenemind --data-dir "
-                                   f"{self.data_dir} repair` to rebuild it from the stored scenes")
+            raise StoreUnavailable(f"{self.where} was written by another scenemind version (couplings schema "
+                                   f"{version}, this one reads {SCHEMA_VERSION}): run {self._repair} to rebuild "
+                                   "it from the stored scenes")
 
     def make_writable(self) -> None:
         """Reopen for writing (an ingest in a process that opened the index to read).
@@ -129,21 +188,30 @@ class CouplingIndex:
         """
         with self._lock:
             if not self.writable:
-                self._db.close()
-                self._db = self._open(True)
+                if not self.url:  # a database connection writes as it reads
+                    self._db.close()
+                    self._db = self._open(True)
                 self.writable = True
 
     @contextmanager
     def _sql(self) -> Iterator[None]:
-        """SQLite's errors as one domain error naming this file and the remedy."""
+        """The database's errors as one domain error naming this file (or server) and the remedy."""
         try:
             yield
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
+        except SceneMindError:
+            raise
+        except Exception as exc:
+            if not self.url or type(exc).__module__.split(".")[0] != "psycopg":
+                raise
+            from adapters.postgres import translate
+
+            raise translate(exc, self.url, self._repair) from exc
 
     def translate(self, exc: sqlite3.Error) -> SceneMindError:
         text = str(exc)
-        repair = f"`scenemind --data-dir {self.data_dir} repair`"
+        repair = self._repair
         if "full" in text:
             return StoreFull(f"disk full at {self.path}: the batch in flight was rolled back and nothing was lost; "
                              "free space and rerun")
@@ -166,7 +234,8 @@ class CouplingIndex:
             if not fresh:
                 return 0
             self._db.executemany("INSERT INTO scene (id, title) VALUES (?, ?)", [(r.id, r.title) for r in fresh])
-            self._db.executemany("INSERT OR IGNORE INTO scene_key (scene_id, key, tf) VALUES (?, ?, ?)",
+            self._db.executemany("INSERT INTO scene_key (scene_id, key, tf) VALUES (?, ?, ?) "
+                                 "ON CONFLICT DO NOTHING",
                                  [(r.id, k, tf) for r in fresh for k, tf in r.keys.items()])
             self._add_moments(np.stack([r.vector for r in fresh]).astype(np.float64))
         return len(fresh)
@@ -178,7 +247,8 @@ class CouplingIndex:
         """
         self.make_writable()
         with self._lock, self._sql(), self._db:
-            self._db.executemany("INSERT OR REPLACE INTO removing (id, vector) VALUES (?, ?)",
+            self._db.executemany("INSERT INTO removing (id, vector) VALUES (?, ?) "
+                                 "ON CONFLICT (id) DO UPDATE SET vector = excluded.vector",
                                  [(sid, None if v is None else np.asarray(v, dtype=np.float64).tobytes())
                                   for sid, v in vectors.items()])
 
@@ -223,8 +293,10 @@ class CouplingIndex:
         """Replace the whole index by one built from `batches`; the caller holds the writer lock.
 
         Built beside the old file and moved over it last, so a repair killed half-way leaves the old
-        index in place.
+        index in place (in PostgreSQL: emptied and refilled in one transaction, for the same reason).
         """
+        if self.url:
+            return self._rebuild_in_place(batches)
         side = self.path.with_name(self.path.name + ".rebuild")
         for extra in (side, Path(f"{side}-wal"), Path(f"{side}-shm")):
             extra.unlink(missing_ok=True)
@@ -245,17 +317,29 @@ class CouplingIndex:
             self._graph = CouplingGraph()
         return added
 
+    def _rebuild_in_place(self, batches: Iterable[list[SceneRow]]) -> int:
+        with self._lock, self._sql(), self._db:
+            # The removal log is kept: other processes' graphs catch up with a rebuild as with any change.
+            gone = [(sid,) for (sid,) in self._db.execute("SELECT id FROM scene").fetchall()]
+            self._db.executemany("INSERT INTO removed (id) VALUES (?)", gone)
+            for table in ("scene_key", "scene", "moments", "removing"):
+                self._db.execute(f"DELETE FROM {table}")
+            added = sum(self.add(batch) for batch in batches)
+        self._graph = CouplingGraph()
+        return added
+
     def _add_moments(self, vectors: np.ndarray, sign: float = 1.0) -> None:
         """Add (sign 1) or subtract (sign -1) vectors to the stored count, sum and sum of outer products."""
         dim = vectors.shape[1]
         count, total, outer = self._read_moments() or (0, np.zeros(dim), np.zeros((dim, dim)))
         total, outer = total + sign * vectors.sum(0), outer + sign * (vectors.T @ vectors)
-        self._db.execute("INSERT OR REPLACE INTO moments VALUES (1, ?, ?, ?, ?)",
+        self._db.execute("INSERT INTO moments VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                         'count = excluded.count, dim = excluded.dim, total = excluded.total, "outer" = excluded."outer"',
                          (count + int(sign) * len(vectors), vectors.shape[1], total.tobytes(), outer.tobytes()))
 
     def _read_moments(self) -> tuple[int, np.ndarray, np.ndarray] | None:
         """(count, sum of vectors, sum of outer products), or None before the first scene."""
-        row = self._db.execute("SELECT count, dim, total, outer FROM moments WHERE id = 1").fetchone()
+        row = self._db.execute('SELECT count, dim, total, "outer" FROM moments WHERE id = 1').fetchone()
         if row is None:
             return None
         count, d, total, outer = row
@@ -286,6 +370,8 @@ class CouplingIndex:
 
     def _has_removals(self) -> bool:
         """Whether the file has the removal tables (a schema-3 index opened read-only has not)."""
+        if self.url:
+            return True  # made on open
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'removed'").fetchone() is not None
 
     @property
@@ -303,7 +389,8 @@ class CouplingIndex:
             g = self._graph
             began = not self._db.in_transaction
             if began:
-                self._db.execute("BEGIN")  # one snapshot: the removal log and the scene rows agree
+                # One snapshot: the removal log and the scene rows agree (PostgreSQL's default reads per statement).
+                self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if self.url else "BEGIN")
             try:
                 last = self._db.execute("SELECT COALESCE(MAX(n), 0) FROM scene").fetchone()[0]
                 removals = self._has_removals()
