@@ -35,19 +35,20 @@ def is_postgres_url(url: str) -> bool:
 
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"))
+    except ValueError:  # not even a URL: say nothing that could hold a password
+        return f"{url.split('://', 1)[0]}://..." if "://" in url else "(not a URL)"
 
 
 def connect(url: str) -> Any:
     """An autocommit psycopg connection (transactions are begun explicitly), or one clear StoreUnavailable."""
     if not is_postgres_url(url):
         raise StoreUnavailable(f"--state-url must be a PostgreSQL URL (postgresql://user@host:port/database), "
-                               f"got {url!r}")
+                               f"got {redact(url)!r}")
     import psycopg
 
     try:
