@@ -471,21 +471,19 @@ class CouplingIndex:
                 if last > g.loaded_n:
                     new = self._db.execute("SELECT n, id, title FROM scene WHERE n > ? ORDER BY n",
                                            (g.loaded_n,)).fetchall()
-                    # A cold start reads all of memory: a block at a time, the tail merged as it grows, so only
-                    # one block's key dicts live at once (100k scenes read whole peaked 1 GB above the graph).
+                    # A cold start reads all of memory: a block at a time, so only one block's rows live as Python
+                    # objects at once (100k scenes read whole peaked 1 GB above the graph); the graph keeps each
+                    # block as arrays and builds its base once, when it is next used.
                     for block in range(0, len(new), LOAD_BLOCK):
                         rows = new[block : block + LOAD_BLOCK]
-                        keys: dict[str, dict[str, int]] = {sid: {} for _, sid, _ in rows}
+                        found: list[tuple[str, str, int]] = []
                         ids = [sid for _, sid, _ in rows]
                         for start in range(0, len(ids), 500):
                             chunk = ids[start : start + 500]
-                            for sid, key, tf in self._db.execute(
+                            found.extend(self._db.execute(
                                     "SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN "
-                                    f"({','.join('?' * len(chunk))})", chunk):
-                                keys[sid][key] = tf
-                        for _, sid, title in rows:
-                            g.add(sid, title, keys[sid])
-                        g.ready()
+                                    f"({','.join('?' * len(chunk))})", chunk))
+                        g.add_block([(sid, title) for _, sid, title in rows], found)
                     g.loaded_n, changed = last, True
                 if changed:
                     g.set_moments(*(self._read_moments() or (0, None, None)))
@@ -541,6 +539,9 @@ class CouplingGraph:
         self._t = sp.csr_matrix((0, 0), dtype=np.float32)  # scene x term counts
         self._t_cols = sp.csc_matrix((0, 0), dtype=np.float32)
         self._derived: dict[str, np.ndarray] | None = None  # per-entity weights, dropped on any change
+        # rows appended by add_block and not yet in the base: (first position, entity counts per row, entity ids,
+        # term counts per row, term ids, term counts); `ready` (or any other change) makes them one base
+        self._pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     @property
     def n(self) -> int:
@@ -553,7 +554,114 @@ class CouplingGraph:
         return len(self.ids)
 
     # --- changes ---------------------------------------------------------------------------
+    def add_block(self, scenes: Sequence[tuple[str, str | None]], rows: Sequence[tuple[str, str, int]]) -> None:
+        """Add many scenes at once: `scenes` (id, title) in position order, `rows` their (id, key, count).
+
+        The same graph as `add` per scene, built with array operations: per coupling only C-level passes
+        (dict lookups through `map`, numpy), Python code once per distinct key and scene, and the rows join
+        the base in one build at `ready` (a cold load is one pass, not a dict per scene and a merge of the
+        tail every block). When a scene is already held, a free position waits to be reused or a tail is
+        pending, it falls back to `add` per scene.
+        """
+        if not scenes:
+            return
+        if self._free or self._tail or any(sid in self.position for sid, _ in scenes):
+            keys: dict[str, dict[str, int]] = {sid: {} for sid, _ in scenes}
+            for sid, key, tf in rows:
+                keys[sid][key] = tf
+            for sid, title in scenes:
+                self.add(sid, title, keys[sid])
+            self.ready()
+            return
+        first, count = len(self.ids), len(scenes)
+        local = {sid: n for n, (sid, _) in enumerate(scenes)}
+        if len(local) != count:
+            raise ValueError("add_block: a scene id appears twice in one block")
+        row_keys = [r[1] for r in rows]
+        row_scene = np.fromiter(map(local.__getitem__, [r[0] for r in rows]), dtype=np.int64, count=len(rows))
+        counts = np.fromiter([r[2] for r in rows], dtype=np.float64, count=len(rows))
+        distinct = dict.fromkeys(row_keys)  # each key once, in first-seen order
+        slot = dict(zip(distinct, range(len(distinct))))
+        row_key = np.fromiter(map(slot.__getitem__, row_keys), dtype=np.int64, count=len(row_keys))
+        holders = np.bincount(row_key, minlength=len(slot)).tolist()  # per distinct key, scenes in this block
+        # per distinct key: 0 entity, 1 term, -1 neither (as `add` ignores it); and its graph-wide id
+        kinds, gids = [-1] * len(slot), [0] * len(slot)
+        for n, key in enumerate(distinct):
+            if key.startswith("e:"):
+                eid = self.entity_id.setdefault(key[2:], len(self.entity_names))
+                if eid == len(self.entity_names):
+                    self.entity_names.append(key[2:])
+                    self.entity_df.append(0)
+                self.entity_df[eid] += holders[n]
+                kinds[n], gids[n] = 0, eid
+            elif key.startswith("t:"):
+                tid = self.term_id.setdefault(key[2:], len(self.term_df))
+                if tid == len(self.term_df):
+                    self.term_df.append(0)
+                self.term_df[tid] += holders[n]
+                kinds[n], gids[n] = 1, tid
+        gid = np.asarray(gids, dtype=np.int64)
+        row_kind = np.asarray(kinds, dtype=np.int8)[row_key]
+        parts = []
+        for k in (0, 1):
+            pick = np.flatnonzero(row_kind == k)
+            pick = pick[np.argsort(row_scene[pick], kind="stable")]  # by scene, each scene's keys in row order
+            parts.append((np.bincount(row_scene[pick], minlength=count), gid[row_key[pick]].astype(np.int32),
+                          counts[pick].astype(np.float32)))
+        (b_counts, b_ids, _), (t_counts, t_ids, t_values) = parts
+        self._pending.append((first, b_counts, b_ids, t_counts, t_ids, t_values))
+        lengths = np.bincount(row_scene[row_kind == 1], weights=counts[row_kind == 1], minlength=count)
+        size = first + count
+        if size > len(self._lengths):
+            self._lengths = np.concatenate([self._lengths, np.zeros(max(64, size - len(self._lengths),
+                                                                        len(self._lengths)))])
+        self._lengths[first:size] = lengths
+        self._total_length += float(lengths.sum())
+        aliases: dict[str, list[str]] = {}  # many scenes share a title (a document's passages)
+        for n, (sid, title) in enumerate(scenes):
+            self.ids.append(sid)
+            self.titles.append(title)
+            self.position[sid] = first + n
+            self.gone.discard(sid)
+            if title:
+                if title not in aliases:
+                    aliases[title] = title_aliases(title)
+                for alias in aliases[title]:
+                    self.title_index.setdefault(alias, []).append(first + n)
+        self.count += count
+        self._changed()
+
+    def _merge_pending(self) -> None:
+        """The base and the blocks added since, as one base (O(couplings), array operations only)."""
+        if not self._pending:
+            return
+        size, m, v = self.size, len(self.entity_names), len(self.term_df)
+        base = self._base_rows
+        b_rows, t_rows = [np.diff(self._b.indptr)] if base else [], [np.diff(self._t.indptr)] if base else []
+        b_idx, t_idx, t_val = ([self._b.indices], [self._t.indices], [self._t.data]) if base else ([], [], [])
+        b_keep = [self._b.data] if base else []
+        for first, b_counts, b_ids, t_counts, t_ids, t_values in self._pending:
+            b_rows.append(b_counts)
+            t_rows.append(t_counts)
+            b_idx.append(b_ids)
+            t_idx.append(t_ids)
+            t_val.append(t_values)
+            b_keep.append(np.ones(len(b_ids)))
+        self._pending = []
+        b_ptr = np.concatenate([[0], np.cumsum(np.concatenate(b_rows))]).astype(np.int64)
+        t_ptr = np.concatenate([[0], np.cumsum(np.concatenate(t_rows))]).astype(np.int64)
+        self._b = sp.csr_matrix((np.concatenate(b_keep), np.concatenate(b_idx).astype(np.int32), b_ptr),
+                                shape=(size, m))
+        self._t = sp.csr_matrix((np.concatenate(t_val).astype(np.float32), np.concatenate(t_idx).astype(np.int32),
+                                 t_ptr), shape=(size, v))
+        self._b_cols, self._t_cols = self._b.tocsc(), self._t.tocsc()
+        for cols in (self._b_cols, self._t_cols):
+            cols.sort_indices()
+        self._base_rows, self._base_nnz = size, self._b.nnz + self._t.nnz
+        self._changed()
+
     def add(self, scene_id: str, title: str | None, keys: dict[str, int]) -> None:
+        self._merge_pending()
         if scene_id in self.position:
             self.remove(scene_id)
         self.gone.discard(scene_id)
@@ -594,6 +702,7 @@ class CouplingGraph:
 
     def remove(self, scene_id: str) -> bool:
         """Take a scene out (its keys' counts, its length, its title); False when the graph does not hold it."""
+        self._merge_pending()
         pos = self.position.pop(scene_id, None)
         if pos is None:
             return False
@@ -631,6 +740,7 @@ class CouplingGraph:
 
     def ready(self) -> CouplingGraph:
         """Merge the tail into the base when it has grown past its share (amortised; never on every change)."""
+        self._merge_pending()
         if self._tail_nnz > max(self.compact_min, self.compact_share * self._base_nnz):
             self._compact()
         return self

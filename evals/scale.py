@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from adapters.scene_store import HNSW
+
 ROOT = Path(__file__).resolve().parent
 DATA = Path(os.environ.get("SCENEMIND_SHARED_DATA", ROOT.parent.parent / "shared" / "data")) / "multihop"
 CACHE = ROOT / ".scale"
@@ -210,13 +212,12 @@ def build(size: int, args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from adapters.bulk_ingest import bulk_ingest
-    from adapters.memory import Memory
 
     where = store_dir(args, size)
     if (where / "build.json").exists():
         return json.loads((where / "build.json").read_text())
     embedder, pool, (records, vectors, gold_s) = materials(args)
-    mem = Memory(str(where), embedder, create=True)
+    mem = new_memory(where, embedder, args.ef_construction)
     progress_file = where / "build-progress.json"
     # A build killed before is resumed (written scenes are skipped): its seconds so far carry over.
     before = json.loads(progress_file.read_text()) if progress_file.exists() else {}
@@ -261,10 +262,33 @@ def build(size: int, args: argparse.Namespace) -> dict[str, Any]:
         "write_per_s": round(scenes / max(sum(seconds.values()), 1e-9), 1),
         "peak_rss_mb": round(peak_rss_mb()), "load": [load_start, load()],
         "disk_mb": disk_sizes(where), "pool_sentences": len(pool.text), "pool_titles": len(pool.titles),
-        "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "hnsw": hnsw_of(mem), "built": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     (where / "build.json").write_text(json.dumps(out, indent=1))
     return out
+
+
+def new_memory(where: Path, embedder, ef_construction: int):
+    """The store's Memory; a store created here gets `ef_construction` (one that exists keeps its own).
+
+    HNSW construction is what a bulk build spends most of its time on (hnswlib's distance loop: 65-95% of
+    the build process's CPU at 100k scenes, sampled with perf), and its cost grows with ef_construction.
+    It is fixed when the collection is created; M and ef_search, what a query costs, are not changed."""
+    from unittest import mock
+
+    from adapters import scene_store
+    from adapters.memory import Memory
+
+    if (where / "chroma").exists():
+        return Memory(str(where), embedder, create=True)
+    with mock.patch.dict(scene_store.HNSW, ef_construction=ef_construction):
+        return Memory(str(where), embedder, create=True)
+
+
+def hnsw_of(mem) -> dict[str, Any]:
+    """The scene collection's HNSW settings as Chroma holds them."""
+    hnsw = mem.store.collections["scenes"].configuration_json.get("hnsw") or {}
+    return {k: hnsw.get(k) for k in ("ef_construction", "max_neighbors", "ef_search")}
 
 
 def build_so_far(size: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -576,7 +600,7 @@ def child(step: str, size: int, args: argparse.Namespace, settings: list[str] | 
            str(args.questions), "--gold-questions", str(args.gold_questions), "--pool", str(args.pool),
            "--question-file", str(args.question_file), "--pool-corpus", *map(str, args.pool_corpus),
            "--cache", str(args.cache), "--embedder", args.embedder, "--churn", str(args.churn),
-           "--set", *settings]
+           "--ef-construction", str(args.ef_construction), "--set", *settings]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT.parent)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode or not lines:
@@ -617,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also ingest the first N scenes through Memory.ingest with the real embedder (0: skip)")
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--embedder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--ef-construction", type=int, default=HNSW["ef_construction"],
+                    help="HNSW ef_construction of stores this run creates (existing ones keep theirs; "
+                         "build cost grows with it, query cost does not)")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="Context overrides for the questions, e.g. spread_floor=0.2")
     ap.add_argument("--baseline", nargs="*", default=[], metavar="FIELD=VALUE",
