@@ -78,6 +78,14 @@ def test_processes_sharing_only_the_servers_answer_as_one_process_and_follow_eac
         # A long-lived process (a service on data dir C) follows changes made by others, without a restart.
         service = serve("decoder", tmp_path / "machine-c", tmp_path, store_url=store.url, SCENEMIND_STATE_URL=pg_url)
         assert "Mexico City" in chat(service.url, DEMO_QUESTION)
+        # The server drops every connection (a restart, a failover): the service reconnects by itself.
+        import psycopg
+
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            dropped = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                   "datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        assert dropped >= 1
+        assert "Mexico City" in chat(service.url, DEMO_QUESTION)
         stats = json.loads(scenemind(reader, "stats", **shared).stdout)
         assert stats["indexed_scenes"] == stats["scenes"] == 20 and stats["couplings_at"].startswith("PostgreSQL")
         mandoki = [c for c in reference[DEMO_QUESTION]["citations"] if "Mandoki" in json.dumps(c)]
