@@ -75,6 +75,52 @@ class SceneRow:
     vector: np.ndarray
 
 
+class HeldStill:
+    """Readers of the in-memory graph against its catch-up: many threads read at once; a catch-up waits
+    for them and holds new ones off while it changes the graph (a service answers requests on a thread
+    pool while other processes change memory). Re-entrant for readers; a thread that reads never
+    catches up itself, so it cannot wait on its own hold."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writers = 0
+        self._local = threading.local()
+
+    def reading_here(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._cond:
+                while self._writers:  # a waiting catch-up goes first, or a steady stream of readers starves it
+                    self._cond.wait()
+                self._readers += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers += 1
+            try:
+                while self._readers:
+                    self._cond.wait()
+                yield  # holding the condition's lock: no reader starts until the change is done
+            finally:
+                self._writers -= 1
+                self._cond.notify_all()
+
+
 def open_couplings(data_dir: Path | str, state_url: str = "", writable: bool = False) -> CouplingIndex:
     """The couplings index of a memory: `couplings.sqlite` in its data dir, or the PostgreSQL database
     `state_url` names (shared by processes on any machine)."""
@@ -92,6 +138,7 @@ class CouplingIndex:
         self.data_dir = Path(data_dir) if data_dir is not None else self.path.parent
         self._lock = threading.RLock()
         self._graph = CouplingGraph()
+        self._still = HeldStill()
         self.writable = writable
         self._db = self._open(writable)
 
@@ -314,6 +361,7 @@ class CouplingIndex:
             os.replace(side, self.path)
             self._db = self._open(True)
             self.writable = True
+        with self._still.write():
             self._graph = CouplingGraph()
         return added
 
@@ -325,7 +373,8 @@ class CouplingIndex:
             for table in ("scene_key", "scene", "moments", "removing"):
                 self._db.execute(f"DELETE FROM {table}")
             added = sum(self.add(batch) for batch in batches)
-        self._graph = CouplingGraph()
+        with self._still.write():
+            self._graph = CouplingGraph()
         return added
 
     def _add_moments(self, vectors: np.ndarray, sign: float = 1.0) -> None:
@@ -380,6 +429,23 @@ class CouplingIndex:
         return self._graph.gone
 
     def graph(self) -> CouplingGraph:
+        """The in-memory coupling graph, caught up (unless this thread is inside `reading`, which holds it still).
+
+        Read it inside `reading()` where other threads may catch it up meanwhile (services, the server).
+        """
+        if self._still.reading_here():
+            return self._graph
+        with self._still.write():
+            return self._catch_up()
+
+    @contextmanager
+    def reading(self) -> Iterator[CouplingGraph]:
+        """The caught-up graph, unchanged until the block ends: a catch-up from another thread waits for it."""
+        self.graph()
+        with self._still.read():
+            yield self._graph
+
+    def _catch_up(self) -> CouplingGraph:
         """The in-memory coupling graph, caught up with the scenes added and removed since the last call.
 
         Removals first, then additions, both read in one snapshot: a scene removed and added again

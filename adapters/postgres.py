@@ -35,19 +35,20 @@ def is_postgres_url(url: str) -> bool:
 
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"))
+    except ValueError:  # not even a URL: say nothing that could hold a password
+        return f"{url.split('://', 1)[0]}://..." if "://" in url else "(not a URL)"
 
 
 def connect(url: str) -> Any:
     """An autocommit psycopg connection (transactions are begun explicitly), or one clear StoreUnavailable."""
     if not is_postgres_url(url):
         raise StoreUnavailable(f"--state-url must be a PostgreSQL URL (postgresql://user@host:port/database), "
-                               f"got {url!r}")
+                               f"got {redact(url)!r}")
     import psycopg
 
     try:
@@ -65,8 +66,9 @@ def translate(exc: Exception, url: str, repair: str) -> SceneMindError:
 
     text = " ".join(str(exc).split())[:300]
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return StoreUnavailable(f"PostgreSQL at {redact(url)} stopped answering ({text}): the change in flight "
-                                "was rolled back; start the server and rerun")
+        return StoreUnavailable(f"PostgreSQL at {redact(url)} stopped answering ({text}): nothing is half-written "
+                                "(the server rolls back a change it did not commit); start it, or mend the "
+                                "network, and rerun")
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return StoreUnavailable(f"PostgreSQL at {redact(url)} refuses this user ({text}): an ingest or a repair "
                                 "must create and write the couplings tables")
@@ -84,6 +86,9 @@ class SqlConnection:
 
     `with conn:` is one transaction (committed, or rolled back on an error), as in sqlite3;
     `execute("BEGIN ...")` / `execute("COMMIT")` work too (the graph's snapshot reads).
+    A connection the server dropped (a restart, a failover, an idle timeout) is opened again for the
+    next statement that does not belong to a transaction in flight: a long-lived service recovers by
+    itself, while a change the drop cut short still fails (and was rolled back by the server).
     """
 
     def __init__(self, url: str):
@@ -95,23 +100,46 @@ class SqlConnection:
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
 
-        return self._conn.info.transaction_status != TransactionStatus.IDLE
+        return not self._conn.broken and self._conn.info.transaction_status != TransactionStatus.IDLE
+
+    def _run(self, call: Any) -> Any:
+        import psycopg
+
+        if self._conn.broken and not self._depth:
+            self._reopen()
+        idle = not self.in_transaction and not self._depth
+        try:
+            return call(self._conn)
+        except psycopg.OperationalError:
+            if not (idle and self._conn.broken):
+                raise
+            self._reopen()  # dropped between statements: nothing was lost, say it once more
+            return call(self._conn)
+
+    def _reopen(self) -> None:
+        try:
+            self._conn.close()
+        finally:
+            self._conn = connect(self.url)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self._conn.execute(_marks(sql), params or None)
+        return self._run(lambda conn: conn.execute(_marks(sql), params or None))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
-            with self._conn.cursor() as cur:
-                cur.executemany(_marks(sql), rows)
+            def many(conn: Any) -> None:
+                with conn.cursor() as cur:
+                    cur.executemany(_marks(sql), rows)
+
+            self._run(many)
 
     def executescript(self, script: str) -> None:
-        self._conn.execute(script)  # no parameters: psycopg sends it as one multi-statement query
+        self._run(lambda conn: conn.execute(script))  # no parameters: one multi-statement query
 
     def __enter__(self) -> SqlConnection:
         if self._depth == 0 and not self.in_transaction:
-            self._conn.execute("BEGIN")
+            self.execute("BEGIN")
         self._depth += 1
         return self
 

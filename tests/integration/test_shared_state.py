@@ -78,6 +78,14 @@ def test_processes_sharing_only_the_servers_answer_as_one_process_and_follow_eac
         # A long-lived process (a service on data dir C) follows changes made by others, without a restart.
         service = serve("decoder", tmp_path / "machine-c", tmp_path, store_url=store.url, SCENEMIND_STATE_URL=pg_url)
         assert "Mexico City" in chat(service.url, DEMO_QUESTION)
+        # The server drops every connection (a restart, a failover): the service reconnects by itself.
+        import psycopg
+
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            dropped = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                   "datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+        assert dropped >= 1
+        assert "Mexico City" in chat(service.url, DEMO_QUESTION)
         stats = json.loads(scenemind(reader, "stats", **shared).stdout)
         assert stats["indexed_scenes"] == stats["scenes"] == 20 and stats["couplings_at"].startswith("PostgreSQL")
         mandoki = [c for c in reference[DEMO_QUESTION]["citations"] if "Mandoki" in json.dumps(c)]
@@ -179,3 +187,61 @@ def test_couplings_in_postgresql_equal_the_file_and_other_processes_catch_up(tmp
     file.rebuild([rows[20:50]])
     same()
     assert db.count()[0] == other.graph().n == 30
+
+
+def shared_state(store_url: str, state_url: str) -> dict:
+    """Every scene item (text, metadata) in the Chroma server and every couplings row and moment in PostgreSQL."""
+    import chromadb
+    import psycopg
+
+    host, port = store_url.rsplit("//", 1)[1].split(":")
+    client = chromadb.HttpClient(host=host, port=int(port))
+    out: dict = {}
+    for col in client.list_collections():
+        res = client.get_collection(col.name).get(include=["documents", "metadatas"])
+        out[col.name] = {sid: (doc, json.dumps(meta, sort_keys=True))
+                         for sid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"])}
+    with psycopg.connect(state_url) as conn:
+        out["index"] = {r[0] for r in conn.execute("SELECT id FROM scene")}
+        out["keys"] = set(conn.execute("SELECT scene_id, key, tf FROM scene_key").fetchall())
+        out["pending"] = conn.execute("SELECT COUNT(*) FROM removing").fetchone()[0]
+        count, total = conn.execute("SELECT count, total FROM moments").fetchone()
+    out["moments"] = (count, np.frombuffer(total, dtype=np.float64))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["forget-journaled", "forget-store"])
+def test_a_forget_killed_on_the_servers_and_rerun_from_another_folder_ends_like_a_clean_one(tmp_path, pg_server,
+                                                                                              step):
+    from adapters.memory import KILL_AT
+
+    keep, doc = tmp_path / "keep.jsonl", tmp_path / "doc.jsonl"
+    lines = Path(DEMO_SCENES).read_text().splitlines()
+    keep.write_text("\n".join(lines[:8]) + "\n")
+    doc.write_text("\n".join(lines[8:14]) + "\n")
+    runs = {}
+    try:
+        for name in ("killed", "clean"):
+            store = chroma(tmp_path / f"chroma-{name}", tmp_path)
+            database = pg_server.new_database(f"kill_{name}_{step.replace('-', '_')}")
+            runs[name] = (store, {"store_url": store.url, "state_url": database})
+            done = scenemind(tmp_path / f"{name}-a", "ingest", "--quiet", str(keep), str(doc), **runs[name][1])
+            assert done.returncode == 0, done.stderr[-2000:]
+        killed, clean = runs["killed"][1], runs["clean"][1]
+        args = [SCENEMIND, "--data-dir", str(tmp_path / "killed-a"), "--store-url", killed["store_url"],
+                "--state-url", killed["state_url"], "forget", "--source", str(doc)]
+        dead = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(**{KILL_AT: step}))
+        assert dead.returncode == -9, dead.stderr[-2000:]
+        assert shared_state(**killed)["pending"] == 6  # journaled in PostgreSQL, not finished
+        # The rerun comes from another folder (another machine): the journal is in the database, not in a folder.
+        again = scenemind(tmp_path / "killed-b", "forget", "--source", str(doc), **killed)
+        assert again.returncode == 0 and "forgot 6 scenes" in again.stdout, again.stderr[-2000:]
+        assert scenemind(tmp_path / "clean-b", "forget", "--source", str(doc), **clean).returncode == 0
+        after, expected = shared_state(**killed), shared_state(**clean)
+        (count, total), (want_count, want_total) = after.pop("moments"), expected.pop("moments")
+        assert after == expected and expected["pending"] == 0 and len(expected["index"]) == 8
+        assert count == want_count == 8 and np.allclose(total, want_total, atol=1e-6)
+    finally:
+        for store, _ in runs.values():
+            store.stop()
