@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS removed (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL)
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 BM25_K1, BM25_B = 1.2, 0.75
-LOAD_BLOCK = 20_000  # scenes read into the graph at a time when it catches up
+LOAD_BLOCK = 5_000  # scenes read into the graph at a time when it catches up (their rows as Python objects: ~60 MB)
 # 3: Russian keys are lemmas (adapters/lexicon.py); an older index keys Russian by surface form.
 # 4: scenes can be removed: `removing` journals a removal in flight (with the vector the moments must lose),
 #    `removed` logs each one so other processes' graphs catch up. A schema-3 index gains both tables on open.
@@ -650,11 +650,15 @@ class CouplingGraph:
         self._pending = []
         b_ptr = np.concatenate([[0], np.cumsum(np.concatenate(b_rows))]).astype(np.int64)
         t_ptr = np.concatenate([[0], np.cumsum(np.concatenate(t_rows))]).astype(np.int64)
-        self._b = sp.csr_matrix((np.concatenate(b_keep), np.concatenate(b_idx).astype(np.int32), b_ptr),
-                                shape=(size, m))
-        self._t = sp.csr_matrix((np.concatenate(t_val).astype(np.float32), np.concatenate(t_idx).astype(np.int32),
-                                 t_ptr), shape=(size, v))
-        self._b_cols, self._t_cols = self._b.tocsc(), self._t.tocsc()
+        b = sp.csr_matrix((np.concatenate(b_keep), np.concatenate(b_idx).astype(np.int32, copy=False), b_ptr),
+                          shape=(size, m))
+        t = sp.csr_matrix((np.concatenate(t_val).astype(np.float32, copy=False),
+                           np.concatenate(t_idx).astype(np.int32, copy=False), t_ptr), shape=(size, v))
+        # The blocks and the old base go before the column copies are made: at a million scenes each copy
+        # of the couplings is ~0.5 GB, and holding blocks, rows and columns at once was the load's peak.
+        del b_rows, t_rows, b_idx, t_idx, t_val, b_keep
+        self._b, self._t, self._b_cols, self._t_cols = b, t, None, None
+        self._b_cols, self._t_cols = b.tocsc(), t.tocsc()
         for cols in (self._b_cols, self._t_cols):
             cols.sort_indices()
         self._base_rows, self._base_nnz = size, self._b.nnz + self._t.nnz
