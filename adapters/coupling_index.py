@@ -181,14 +181,14 @@ class CouplingIndex:
     def _open_postgres(self) -> sqlite3.Connection:
         """The tables in PostgreSQL, made if missing: readers make them too, so a process that opens before
         the first ingest still sees what later ingests (on any machine) write."""
-        from adapters.postgres import SqlConnection
+        from adapters.postgres import SETUP_LOCK, SqlConnection
 
         db = SqlConnection(self.url)
         with self._sql():
             if db.execute("SELECT to_regclass('scene') IS NOT NULL").fetchone()[0]:
                 self._check_version(db)
             with db:
-                db.execute("SELECT pg_advisory_xact_lock(380430, 2)")  # two first opens must not race the DDL
+                db.execute("SELECT pg_advisory_xact_lock(?, ?)", SETUP_LOCK)  # first opens must not race
                 db.executescript(SCHEMA_POSTGRES)
                 db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (name) DO NOTHING",
                            (str(SCHEMA_VERSION),))

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 from adapters.store_lock import WriterLock
 from state.errors import SceneMindError, StoreBusy, StoreDamaged, StoreUnavailable
 
-# The writer lock's advisory key: (class, object) as pg_locks shows them. Any fixed pair works, since a
-# database holds one memory.
-LOCK_KEY = (0x5CE0E, 1)
+# Advisory keys, (class, object) as pg_locks shows them; any fixed pairs work, since a database holds one memory.
+LOCK_KEY = (0x5CE0E, 1)  # the writer lock
+SETUP_LOCK = (0x5CE0E, 2)  # around making tables: two processes opening a fresh database at once
 CONNECT_TIMEOUT_S = 5
 
 

@@ -12,12 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from adapters.postgres import connect, redact
+from adapters.postgres import SETUP_LOCK, connect, redact
 from state.errors import StoreUnavailable
-
-# Session advisory lock (class, object) around the saver's migrations: two processes opening a fresh
-# database at once would otherwise both create its tables and one would fail. (0x5CE0E, 1) is the writer lock.
-SETUP_LOCK = (0x5CE0E, 2)
 
 
 def open_checkpointer(sqlite_path: Path, state_url: str = "") -> Any:
@@ -49,7 +45,7 @@ def _postgres_saver(url: str) -> Any:
     conn.row_factory, conn.prepare_threshold = dict_row, 0
     saver = PostgresSaver(conn)
     try:
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", SETUP_LOCK)
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", SETUP_LOCK)  # the saver's migrations, one process at a time
         try:
             saver.setup()
         finally:
