@@ -663,6 +663,8 @@ class CouplingGraph:
             cols.sort_indices()
         self._base_rows, self._base_nnz = size, self._b.nnz + self._t.nnz
         self._changed()
+        if self._base_nnz > 1_000_000:
+            _return_freed_memory()
 
     def add(self, scene_id: str, title: str | None, keys: dict[str, int]) -> None:
         self._merge_pending()
@@ -1011,6 +1013,17 @@ class CouplingGraph:
 
     def entities_of(self, pos: int) -> list[str]:
         return [self.entity_names[e] for e in self._row(pos)[0]]
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the OS (glibc; elsewhere nothing): a cold load's row tuples and
+    block arrays leave the heap fragmented, 66 MB of a 100k memory's 354 MB resident after the load."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _TermIdf:
