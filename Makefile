@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LANGGRAPH_NO_VERSION_CHECK := true
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup demo test eval-multihop
+.PHONY: setup postgres demo test eval-multihop
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/scenemind demo
 
-test: setup
+# The shared-state tests (--state-url) start a real PostgreSQL server: its programs come from the system's
+# packages, installed here when missing (with sudo unless root), so `make test` alone works on a fresh machine.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -x "$$(pg_config --bindir 2>/dev/null)/initdb" ] || { \
+	  echo "make: installing PostgreSQL's server programs (the shared-state tests start one)"; \
+	  s=; [ "$$(id -u)" -eq 0 ] || s=sudo; \
+	  $$s apt-get update -q && $$s env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
+test: setup postgres
 	$(BIN)/python -m pytest -q
 
 eval-multihop: setup

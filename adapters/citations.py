@@ -71,13 +71,15 @@ def hangs_together(graph: CouplingGraph, chain: list[str]) -> bool:
 def forget_citations(mem: Memory, ids: set[str]) -> CitationReport:
     """Take `ids` out of every formula, crystal and field that cites them (the caller holds the writer lock)."""
     report = CitationReport()
-    graph = mem.couplings.graph()
     for fid, item in citing(mem, "formulas", "chain", ids).items():
         chain = [str(s) for s in item["meta"].get("chain", [])]
         rest = [sid for sid in chain if sid not in ids]
         parts = item["text"].split(SUMMARY_JOIN)
         vectors = mem.scenes(rest)
-        if len(rest) >= 2 and len(parts) == len(chain) and len(vectors) == len(rest) and hangs_together(graph, rest):
+        with mem.couplings.reading() as graph:  # still while the chain is checked (a service reads it too)
+            holds = len(rest) >= 2 and len(parts) == len(chain) and len(vectors) == len(rest) and \
+                hangs_together(graph, rest)
+        if holds:
             summary = SUMMARY_JOIN.join(p for sid, p in zip(chain, parts) if sid not in ids)
             vector = np.sum([vectors[sid].vector for sid in rest], axis=0)
             vector = vector / max(float(np.linalg.norm(vector)), 1e-12)

@@ -28,12 +28,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from adapters.coupling_index import CouplingIndex, SceneRow
+from adapters.coupling_index import SceneRow, open_couplings
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
 from adapters.scene_store import FINGERPRINT_TEXTS, SceneStore
 from adapters.sources import SceneRecord, with_source
-from adapters.store_lock import writer_lock
+from adapters.store_lock import WriterLock, writer_lock
 from state.errors import StoreBusy, StoreDamaged, StoreFull, StoreUnavailable
 from state.models import Recalled
 
@@ -105,16 +105,17 @@ def passage_text(title: str | None, text: str) -> str:
 
 class Memory:
     def __init__(self, data_dir: str, embedder: Embedder, store_url: str = "", create: bool = False,
-                 verify: bool = True):
+                 verify: bool = True, state_url: str = ""):
         self.data_dir = Path(data_dir)
         self.embedder = embedder
         self.store_url = store_url
-        self.lock = writer_lock(self.data_dir)
+        self.state_url = state_url
+        self.lock = memory_lock(self.data_dir, store_url, state_url)
         # The embedder's identity is where it puts a few fixed texts, not its folder's name.
         fingerprint = embedder.embed(list(FINGERPRINT_TEXTS))
         self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create,
                                 fingerprint=fingerprint, lock=self.lock)
-        self.couplings = CouplingIndex(self.data_dir / "couplings.sqlite", writable=create, data_dir=self.data_dir)
+        self.couplings = open_couplings(self.data_dir, state_url, writable=create)
         self._write_lock = threading.Lock()
         self._entity_vectors: dict[str, np.ndarray] = {}
         self._scene_cache: dict[str, CachedScene] = {}
@@ -135,15 +136,17 @@ class Memory:
         scenes, indexed = self.store.count(), self.couplings.count()[0]
         if scenes == indexed or self.lock.held_elsewhere():
             return
-        index = self.data_dir / "couplings.sqlite"
-        if self.store_url and scenes and not indexed:
-            # With a Chroma server the couplings index stays a SQLite file beside the data dir: a process
+        index = self.couplings.where
+        if self.store_url and not self.state_url and scenes and not indexed:
+            # Without --state-url the couplings index is a SQLite file beside the data dir: a process
             # pointed at the wrong folder would otherwise think without couplings and say nothing.
             raise StoreUnavailable(
                 f"the Chroma server at {self.store_url} holds {scenes} scenes but {index} "
                 "indexes none: point --data-dir / SCENEMIND_DATA_DIR at the folder the ingest used "
-                "(every process sharing this store must share that folder)")
-        where = f"--data-dir {self.data_dir}" + (f" --store-url {self.store_url}" if self.store_url else "")
+                "(every process sharing this store must share that folder), or keep the couplings in "
+                "PostgreSQL with --state-url so that processes need no folder in common")
+        where = (f"--data-dir {self.data_dir}" + (f" --store-url {self.store_url}" if self.store_url else "")
+                 + (f" --state-url {self.state_url}" if self.state_url else ""))
         if indexed > scenes:
             cause = "scenes were lost from the store" if scenes else "the store holds none of them (was it deleted?)"
         else:
@@ -307,12 +310,16 @@ class Memory:
 
     def entity_vectors(self, names: Sequence[str]) -> np.ndarray:
         """Vectors of entity names, embedded once per process (one batch for the misses)."""
-        missing = list(dict.fromkeys(n for n in names if n not in self._entity_vectors))
+        # Read into a local dict first: another thread (a service's pool) may clear the cache in between.
+        found = {n: v for n in dict.fromkeys(names) if (v := self._entity_vectors.get(n)) is not None}
+        missing = [n for n in dict.fromkeys(names) if n not in found]
         if missing:
+            fresh = dict(zip(missing, self.embedder.embed(missing)))
+            found.update(fresh)
             if len(self._entity_vectors) > ENTITY_CACHE:
                 self._entity_vectors.clear()
-            self._entity_vectors.update(zip(missing, self.embedder.embed(missing)))
-        return np.stack([self._entity_vectors[n] for n in names]) if names else np.zeros((0, self.embedder.dim))
+            self._entity_vectors.update(fresh)
+        return np.stack([found[n] for n in names]) if names else np.zeros((0, self.embedder.dim))
 
     def scenes(self, ids: Sequence[str]) -> dict[str, CachedScene]:
         """Text, title and vector of stored scenes, read once per process (scenes never change under an id;
@@ -320,13 +327,17 @@ class Memory:
         gone = self.couplings.forgotten
         for sid in [sid for sid in ids if sid in gone]:
             self._scene_cache.pop(sid, None)
-        missing = [sid for sid in dict.fromkeys(ids) if sid not in self._scene_cache]
+        # Read into a local dict first: another thread (a service's pool) may clear the cache in between.
+        found = {sid: hit for sid in dict.fromkeys(ids) if (hit := self._scene_cache.get(sid)) is not None}
+        missing = [sid for sid in dict.fromkeys(ids) if sid not in found]
         if missing:
-            if len(self._scene_cache) + len(missing) > SCENE_CACHE:
+            fresh = {sid: CachedScene(item["text"], item["meta"].get("title"), item["vector"])
+                     for sid, item in self.store.get(missing, vectors=True).items()}
+            found.update(fresh)
+            if len(self._scene_cache) + len(fresh) > SCENE_CACHE:
                 self._scene_cache.clear()
-            for sid, item in self.store.get(missing, vectors=True).items():
-                self._scene_cache[sid] = CachedScene(item["text"], item["meta"].get("title"), item["vector"])
-        return {sid: self._scene_cache[sid] for sid in ids if sid in self._scene_cache}
+            self._scene_cache.update(fresh)
+        return {sid: found[sid] for sid in ids if sid in found}
 
     def stats(self) -> dict[str, object]:
         scenes, links = self.couplings.count()
@@ -339,30 +350,46 @@ class Memory:
             "crystals": self.store.count("crystals"),
             "indexed_scenes": scenes,
             "couplings": links,
+            "couplings_at": self.couplings.where,
         }
 
 
-_open: dict[tuple[str, str, str], Memory] = {}
+def memory_lock(data_dir: Path | str, store_url: str = "", state_url: str = "") -> WriterLock:
+    """One writer at a time: an flock in the data dir, or, when the state is in PostgreSQL, an advisory lock
+    there (processes on several machines share no folder)."""
+    if not state_url:
+        return writer_lock(data_dir)
+    if not store_url:
+        raise StoreUnavailable("--state-url needs --store-url: couplings in PostgreSQL must describe scenes that "
+                               "every process reads, in a Chroma server (an embedded store is one folder's)")
+    from adapters.postgres import advisory_lock
+
+    return advisory_lock(state_url)
+
+
+_open: dict[tuple[str, str, str, str], Memory] = {}
 _open_lock = threading.Lock()
 
 
 def open_memory(data_dir: str, embedder: str, store_url: str = "", create: bool = False,
-                verify: bool = True) -> Memory:
+                verify: bool = True, state_url: str = "") -> Memory:
     """The process-wide Memory for these settings (built on first use; `verify=False` opens a half store too)."""
-    key = (str(Path(data_dir).resolve()), store_url, embedder)
+    key = (str(Path(data_dir).resolve()), store_url, embedder, state_url)
+    memory_lock(data_dir, store_url, state_url)  # a setting that cannot work fails before any model loads
     if not create and not store_url and not Path(data_dir).exists():
         # Fail before loading any model: a missing store is a one-line answer, not a 10 s wait.
         raise StoreUnavailable(f"no scene store at {data_dir}: run `scenemind ingest FILE...` first "
                                "or point SCENEMIND_DATA_DIR at an existing store")
     with _open_lock:
         if key not in _open:
-            _open[key] = Memory(data_dir, load_embedder(embedder), store_url=store_url, create=create, verify=verify)
+            _open[key] = Memory(data_dir, load_embedder(embedder), store_url=store_url, create=create, verify=verify,
+                                state_url=state_url)
         return _open[key]
 
 
-def store_stats(data_dir: str, embedder: str, store_url: str = "") -> dict[str, object]:
+def store_stats(data_dir: str, embedder: str, store_url: str = "", state_url: str = "") -> dict[str, object]:
     """What the store holds, even when it is half a store (then `problem` says so and names the repair)."""
-    mem = open_memory(data_dir, embedder, store_url=store_url, verify=False)
+    mem = open_memory(data_dir, embedder, store_url=store_url, verify=False, state_url=state_url)
     stats = mem.stats()
     try:
         mem.check_agreement()

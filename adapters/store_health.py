@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from adapters.coupling_index import CouplingIndex, SceneRow
+from adapters.coupling_index import SceneRow, open_couplings
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
-from adapters.memory import passage_text
+from adapters.memory import memory_lock, passage_text
 from adapters.scene_store import FINGERPRINT_TEXTS, KINDS, SceneStore
-from adapters.store_lock import writer_lock
 from state.errors import EmbedderMismatch, SceneMindError, StoreDamaged, StoreUnavailable
 
 EMBED_BATCH = 256
@@ -50,6 +49,8 @@ class Health:
     unreadable: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     forgetting: list[str] = field(default_factory=list)  # journaled removals a killed forget/replace left
+    index_at: str = ""  # the index file, or its PostgreSQL database
+    options: str = ""  # the --store-url / --state-url the repair needs too
 
     @property
     def ok(self) -> bool:
@@ -57,7 +58,8 @@ class Health:
 
     def lines(self) -> list[str]:
         out = [f"store: {self.store}: {_n(self.scenes)} scenes",
-               f"couplings index: {Path(self.data_dir) / 'couplings.sqlite'}: {_n(self.indexed)} scenes"]
+               f"couplings index: {self.index_at or Path(self.data_dir) / 'couplings.sqlite'}: "
+               f"{_n(self.indexed)} scenes"]
         out += [f"problem: {p}" for p in self.problems]
         for what, ids in (("scenes without a readable vector", self.unreadable),
                           ("scenes in the store but not in the index", self.only_in_store),
@@ -68,7 +70,7 @@ class Health:
             out.append(f"interrupted: {len(self.forgetting)} scenes were being forgotten (a forget or replace was "
                        "killed); the next ingest, forget or ask finishes it, or rerun the command")
         out.append("ok: the store and its couplings index agree" if self.ok else
-                   f"damaged: run `scenemind --data-dir {self.data_dir} repair`")
+                   f"damaged: run `scenemind --data-dir {self.data_dir}{self.options} repair`")
         return out
 
 
@@ -102,11 +104,13 @@ def _fingerprint(embedder: Embedder) -> np.ndarray:
     return embedder.embed(list(FINGERPRINT_TEXTS))
 
 
-def check(data_dir: str, embedder_spec: str, store_url: str = "") -> Health:
+def check(data_dir: str, embedder_spec: str, store_url: str = "", state_url: str = "") -> Health:
     """Read everything once and say what disagrees (writes nothing)."""
     embedder = load_embedder(embedder_spec)
     data = Path(data_dir)
-    health = Health(str(data), store_url or str(data / "chroma"))
+    health = Health(str(data), store_url or str(data / "chroma"),
+                    options=(f" --store-url {store_url}" if store_url else "")
+                    + (f" --state-url {state_url}" if state_url else ""))
     if not store_url and not data.exists():
         raise StoreUnavailable(f"no scene store at {data}: nothing to check")
     store_ids: list[str] | None = None
@@ -127,7 +131,8 @@ def check(data_dir: str, embedder_spec: str, store_url: str = "") -> Health:
         health.problems.append(str(exc))
     index_ids: list[str] | None = None
     try:
-        index = CouplingIndex(data / "couplings.sqlite", writable=False, data_dir=data)
+        index = open_couplings(data, state_url)
+        health.index_at = index.where
         index_ids = index.all_ids()
         health.indexed = len(index_ids)
         health.forgetting = index.pending_removals()
@@ -167,7 +172,7 @@ def _vector_segment(chroma_dir: Path, collection_id: str) -> Path | None:
     return chroma_dir / row[0] if row and (chroma_dir / row[0]).exists() else None
 
 
-def repair(data_dir: str, embedder_spec: str, store_url: str = "",
+def repair(data_dir: str, embedder_spec: str, store_url: str = "", state_url: str = "",
            progress: Callable[[str], None] | None = None) -> RepairReport:
     """Make the store and its couplings index whole and agreeing again, from what survived."""
     say = progress or (lambda _: None)
@@ -176,7 +181,7 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
     data = Path(data_dir)
     chroma_dir = data / "chroma"
     report = RepairReport()
-    lock = writer_lock(data)
+    lock = memory_lock(data, store_url, state_url)
     with lock.hold("repair"):
         def open_store() -> SceneStore:
             return SceneStore(str(data), embedder.name, embedder.dim, store_url=store_url, create=True,
@@ -224,7 +229,7 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "",
             if unreadable:
                 store.rebuild(kind, {})
                 report.dropped_kinds.append(kind)
-        report.index_rebuilt, report.lost, moved = _repair_index(data, items, say)
+        report.index_rebuilt, report.lost, moved = _repair_index(data, items, say, state_url)
         report.moved_aside += moved
     return report
 
@@ -249,14 +254,14 @@ def _scene_items(store: SceneStore, ids: list[str], embedder: Embedder,
     return {sid: items[sid] for sid in ids}, len(bad)
 
 
-def _repair_index(data: Path, items: dict[str, dict[str, Any]],
-                  say: Callable[[str], None]) -> tuple[bool, list[str], list[str]]:
+def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[str], None],
+                  state_url: str = "") -> tuple[bool, list[str], list[str]]:
     """(rebuilt, lost scenes, files moved aside): the index rebuilt from the store unless it agrees already."""
     path = data / "couplings.sqlite"
     moved: list[str] = []
     known: dict[str, str | None] = {}
     try:
-        index = CouplingIndex(path, writable=True, data_dir=data)
+        index = open_couplings(data, state_url, writable=True)
         with index._sql():
             known = dict(index._db.execute("SELECT id, title FROM scene").fetchall())
         moments = index._read_moments()
@@ -266,12 +271,14 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]],
         if set(known) == set(items) and (moments is None) == (not items):
             return False, [], moved
     except SceneMindError:
+        if state_url:
+            raise  # a database is not moved aside; the error names what to do
         say(f"the couplings index {path} cannot be read: moving it aside and rebuilding it from the store")
         for extra in (Path(f"{path}-wal"), Path(f"{path}-shm")):
             if extra.exists():
                 moved.append(str(_aside(extra)))
         moved.insert(0, str(_aside(path)))
-        index = CouplingIndex(path, writable=True, data_dir=data)
+        index = open_couplings(data, writable=True)
     lost = [f"{sid} ({title})" if title else sid for sid, title in known.items() if sid not in items]
     ids = list(items)
     say(f"rebuilding the couplings index from {len(ids)} stored scenes")

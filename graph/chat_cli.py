@@ -1,4 +1,4 @@
-"""`scenemind chat --thread ID`: a conversation kept in a SQLite checkpointer, across restarts.
+"""`scenemind chat --thread ID`: a conversation kept in a checkpointer, across restarts and machines.
 
     scenemind chat --thread notes "Who directed Gaby: A True Story?" "Where was he born?"
     scenemind chat --thread notes            # questions from stdin, one per line
@@ -8,14 +8,15 @@ turn (keep-strongest merge) and each new scene's delta is measured against the
 field the last turn settled on; probes and the retrieval budget are per turn.
 Every step is checkpointed before the next one starts (durability "sync"), so a
 chat killed mid-turn resumes that turn from its last checkpoint when it starts
-again on the same thread.
+again on the same thread. Checkpoints live in DATA_DIR/threads.sqlite, or in the
+PostgreSQL database at --state-url, where a process on another machine continues
+the thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,21 +24,12 @@ from typing import Any, TextIO
 from state.context import Context
 from state.errors import SceneMindError
 
-def open_checkpointer(path: Path):
-    """A SQLite saver whose serializer allows exactly the state's types (no pickle, no warnings)."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    from graph.builder import registered
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-    return registered(SqliteSaver(conn))
-
-
-def thread_graph(path: Path):
+def thread_graph(path: Path, state_url: str = ""):
+    """The thinking graph over the thread checkpoints: PostgreSQL at state_url, else the SQLite file at path."""
+    from adapters.threads import open_checkpointer
     from graph.builder import build_graph
 
-    return build_graph(checkpointer=open_checkpointer(path))
+    return build_graph(checkpointer=open_checkpointer(path, state_url))
 
 
 def run_turn(graph: Any, config: dict, turn_input: dict | None, ctx: Context, as_json: bool,
@@ -106,8 +98,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     # A conversation is where fields recur: chat writes formulas, fields and crystals back to memory.
     ctx = _context(args, decoder=args.decoder, top_k=args.top_k, max_depth=args.max_depth, write_back=True)
+    # An explicit --checkpoints file wins over the shared database.
+    state_url = "" if args.checkpoints else ctx.state_url
     path = Path(args.checkpoints or Path(ctx.data_dir) / "threads.sqlite")
-    graph = thread_graph(path)
+    graph = thread_graph(path, state_url)
+    try:
+        return converse(graph, args, ctx)
+    except Exception as exc:
+        from adapters.threads import is_postgres_failure, unavailable
+
+        if state_url and is_postgres_failure(exc):  # the server went away mid-conversation
+            raise unavailable(state_url, exc) from None
+        raise
+
+
+def converse(graph: Any, args: argparse.Namespace, ctx: Context) -> int:
     config = {"configurable": {"thread_id": args.thread}}
     snapshot = graph.get_state(config)
     failed = [t.error for t in snapshot.tasks if t.error]
@@ -133,11 +138,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    chat = sub.add_parser("chat", help="a conversation on a durable thread (SQLite checkpoints)",
+    chat = sub.add_parser("chat", help="a conversation on a durable thread (SQLite or PostgreSQL checkpoints)",
                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     chat.add_argument("questions", nargs="*", help="questions to ask in order (default: read lines from stdin)")
     chat.add_argument("--thread", required=True, help="thread id: the same id continues the same conversation")
-    chat.add_argument("--checkpoints", help="checkpoint database (default DATA_DIR/threads.sqlite)")
+    chat.add_argument("--checkpoints", help="checkpoint SQLite file (default: the --state-url PostgreSQL database "
+                                            "if set, else DATA_DIR/threads.sqlite)")
     chat.add_argument("--json", action="store_true", help="one JSON line per turn instead of the live trace")
     chat.add_argument("--decoder", help="extractive (default) | hf:... | openai:... | field:...")
     chat.add_argument("--top-k", type=int, dest="top_k")

@@ -15,7 +15,7 @@ from state.errors import SceneMindError
 
 
 def _context(args: argparse.Namespace, **extra: Any) -> Context:
-    given = {k: v for k, v in {"data_dir": args.data_dir, "store_url": args.store_url,
+    given = {k: v for k, v in {"data_dir": args.data_dir, "store_url": args.store_url, "state_url": args.state_url,
                                 "embedder": args.embedder, **extra}.items() if v is not None}
     if "data_dir" in given:
         given["data_dir"] = os.path.abspath(given["data_dir"])
@@ -30,7 +30,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     records = read_sources(args.paths)  # every file checked before anything is written
-    mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, create=True)
+    mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, create=True, state_url=ctx.state_url)
     start = time.perf_counter()
     with tqdm(total=len(records), unit="scene", desc="ingest", file=sys.stderr, disable=args.quiet) as bar:
         report = mem.ingest(records, progress=bar.update, replace_sources=not getattr(args, "add_only", False))
@@ -177,7 +177,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from adapters.memory import store_stats
 
     ctx = _context(args)
-    stats = store_stats(ctx.data_dir, ctx.embedder, store_url=ctx.store_url)
+    stats = store_stats(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, state_url=ctx.state_url)
     print(json.dumps(stats, indent=2))
     if "problem" in stats:  # the numbers are shown; the disagreement is one line on stderr, exit 1
         print(f"scenemind: warning: {stats['problem']}", file=sys.stderr)
@@ -225,6 +225,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="scenemind", description=__doc__)
     ap.add_argument("--data-dir", help="store folder (default ./.scenemind or $SCENEMIND_DATA_DIR)")
     ap.add_argument("--store-url", help="Chroma server URL instead of the embedded store")
+    ap.add_argument("--state-url", help="PostgreSQL URL for the couplings, writer lock and threads "
+                                        "(default: files in the data dir, or $SCENEMIND_STATE_URL)")
     ap.add_argument("--embedder", help="embedder name or local folder")
     sub = ap.add_subparsers(dest="command", required=True)
 

@@ -24,7 +24,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from graph.cli import _context
 
     ctx = _context(args)
-    health = check(ctx.data_dir, ctx.embedder, store_url=ctx.store_url)
+    health = check(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, state_url=ctx.state_url)
     print("\n".join(health.lines()))
     return 0 if health.ok else 1
 
@@ -34,7 +34,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from graph.cli import _context
 
     ctx = _context(args)
-    report = repair(ctx.data_dir, ctx.embedder, store_url=ctx.store_url,
+    report = repair(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, state_url=ctx.state_url,
                     progress=lambda line: print(f"[repair] {line}", file=sys.stderr, flush=True))
     print("\n".join(report.lines(ctx.data_dir)))
     return 0
@@ -56,7 +56,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
         print("scenemind: error: forget what? give --source PATH|ID or --scene ID...", file=sys.stderr)
         return 2
     ctx = _context(args)
-    mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url)
+    # Not verified on open: opening would finish a forget that was killed before this one could count it,
+    # and a rerun of that forget would then say "nothing to forget".
+    mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, state_url=ctx.state_url, verify=False)
     report = mem.forget(source=source_names(args.source or []), scene_ids=args.scene or [])
     print(f"forgot {report.removed} scenes -> {report.scenes} scenes left in {ctx.data_dir}")
     if report.formulas_rewritten or report.formulas_dropped:

@@ -24,7 +24,8 @@ def decode(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     ctx = settings(runtime)
     mem = memory(ctx)
     scenes = top_recalled(state.active, ctx.top_k)
-    reading = READER.read(state.question, scenes, mem.couplings.graph(), mem.embedder)
+    with mem.couplings.reading() as graph:
+        reading = READER.read(state.question, scenes, graph, mem.embedder)
     decoder = load_decoder(ctx.decoder, mem.embedder, model=ctx.decoder_model, adapter=ctx.decoder_adapter,
                            quantize=ctx.decoder_quantize, max_new_tokens=ctx.max_new_tokens,
                            timeout_s=ctx.decoder_timeout_s)

@@ -95,23 +95,23 @@ def plan_probes(state: ThinkingState, mem: Memory, ctx: Context, limit: int) -> 
     would be the same probe id and cost a second retrieval for nothing.
     """
     assert state.scene is not None
-    graph = mem.couplings.graph()
-    question, depth = state.scene.text, state.depth + 1
-    entities = graph.query_entities(question)
-    ranked = top_recalled(state.active, len(state.active))
-    top_score = ranked[0].score
-    expanded = {p.parent for p in state.probes}
-    parents = [r for r in ranked if r.id not in expanded][: ctx.bridge_parents]
-    known = set(entities) | set(state.covered)
-    epoch = epoch_of(state.active)
-    probes: list[Probe] = []
-    for parent in parents:
-        for entity in bridges(graph, parent.id, question, known, ctx.bridges_per_scene):
-            known.add(entity)
-            text = f"{question} {entity}"
-            probes.append(Probe(id=_probe_id(text, depth), text=text, depth=depth, reason="bridge", target=entity,
-                                parent=parent.id, entities={**entities, entity: graph.idf(entity)},
-                                offset=ctx.chain_weight * (parent.score - top_score), epoch=epoch))
+    with mem.couplings.reading() as graph:
+        question, depth = state.scene.text, state.depth + 1
+        entities = graph.query_entities(question)
+        ranked = top_recalled(state.active, len(state.active))
+        top_score = ranked[0].score
+        expanded = {p.parent for p in state.probes}
+        parents = [r for r in ranked if r.id not in expanded][: ctx.bridge_parents]
+        known = set(entities) | set(state.covered)
+        epoch = epoch_of(state.active)
+        probes: list[Probe] = []
+        for parent in parents:
+            for entity in bridges(graph, parent.id, question, known, ctx.bridges_per_scene):
+                known.add(entity)
+                text = f"{question} {entity}"
+                probes.append(Probe(id=_probe_id(text, depth), text=text, depth=depth, reason="bridge",
+                                    target=entity, parent=parent.id, entities={**entities, entity: graph.idf(entity)},
+                                    offset=ctx.chain_weight * (parent.score - top_score), epoch=epoch))
     probes = probes[:limit]
     if probes and ctx.probe_vectors == "text":
         query_vectors(mem, [p.text for p in probes])  # one batch for the whole step; the probes read the cache

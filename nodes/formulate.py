@@ -73,10 +73,11 @@ def formulate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     ctx = settings(runtime)
     mem = memory(ctx)
     top = top_recalled(state.active, ctx.top_k)
-    graph = mem.couplings.graph()
-    keys = {s.id: graph.entities_of(graph.position[s.id]) for s in top if s.id in graph.position}
-    log_n = math.log(max(graph.n, 2))
-    rarity = {e: graph.idf(e) / log_n for ks in keys.values() for e in ks if 1 < graph.df(e) <= ctx.max_key_scenes}
+    with mem.couplings.reading() as graph:
+        keys = {s.id: graph.entities_of(graph.position[s.id]) for s in top if s.id in graph.position}
+        log_n = math.log(max(graph.n, 2))
+        rarity = {e: graph.idf(e) / log_n for ks in keys.values() for e in ks
+                  if 1 < graph.df(e) <= ctx.max_key_scenes}
     links = link_scenes(top, keys, rarity)
     texts = {s.id: s.text for s in top}
     score = {s.id: s.score for s in top}

@@ -53,54 +53,55 @@ def _top(scores: np.ndarray, k: int) -> list[int]:
 def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities: dict[str, float],
               via: str = "question", depth: int = 0, offset: float = 0.0, epoch: int = 0) -> dict[str, Recalled]:
     """Scenes woken by one field (one store query), scored seed + spread (+ crystal bias) + offset."""
-    graph = mem.couplings.graph()
-    cosine = dict(mem.store.nearest_ids(vector, ctx.dense_k))
-    mean, std = graph.dense_moments(vector)
-    terms = terms_of(text)
-    trust = lexical_trust(graph, terms)
-    entities = {e: w * trust for e, w in entities.items()} if trust < 1.0 else entities
-    lexical = np.zeros(graph.size)  # per position (a removed scene leaves a free one)
-    if ctx.bm25_weight:
-        lexical += ctx.bm25_weight * _z(graph.bm25(terms), graph.n)
-    if ctx.title_weight or ctx.mention_weight:
-        lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
-    lexical *= trust
-    _add_cosines(mem, [graph.ids[p] for p in _top(lexical, ctx.lexical_k)], cosine, vector)  # none when all 0
+    # The graph stays still while this resonance reads it (another thread may catch it up meanwhile).
+    with mem.couplings.reading() as graph:
+        cosine = dict(mem.store.nearest_ids(vector, ctx.dense_k))
+        mean, std = graph.dense_moments(vector)
+        terms = terms_of(text)
+        trust = lexical_trust(graph, terms)
+        entities = {e: w * trust for e, w in entities.items()} if trust < 1.0 else entities
+        lexical = np.zeros(graph.size)  # per position (a removed scene leaves a free one)
+        if ctx.bm25_weight:
+            lexical += ctx.bm25_weight * _z(graph.bm25(terms), graph.n)
+        if ctx.title_weight or ctx.mention_weight:
+            lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
+        lexical *= trust
+        _add_cosines(mem, [graph.ids[p] for p in _top(lexical, ctx.lexical_k)], cosine, vector)  # none when all 0
 
-    def seed(sid: str) -> float:
-        pos = graph.position.get(sid)  # a scene the index has not caught up with has no lexical evidence
-        return (cosine[sid] - mean) / std + (lexical[pos] if pos is not None else 0.0)
+        def seed(sid: str) -> float:
+            pos = graph.position.get(sid)  # a scene the index has not caught up with has no lexical evidence
+            return (cosine[sid] - mean) / std + (lexical[pos] if pos is not None else 0.0)
 
-    score = {sid: seed(sid) for sid in cosine}
-    if ctx.spread_weight and score and graph.n:
-        strongest = sorted(score, key=score.get, reverse=True)[: ctx.spread_seeds]
-        top = score[strongest[0]]
-        seeds = {graph.position[s]: float(np.exp(score[s] - top)) for s in strongest if s in graph.position}
-        if ctx.spread_floor > 0:
-            # Only the seeds' neighbourhood: activation (a share of the seeds' mass) under spread_floor is dropped
-            # at each step, so at most 1 / spread_floor scenes hold activation whatever memory's size.
-            where, activation = graph.spread_near(seeds, entities, ctx.spread_restart, ctx.spread_iterations,
-                                                  floor=ctx.spread_floor)
-        else:
-            activation = graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations)
-            where = np.arange(len(activation))
-        boost = ctx.spread_weight * np.log1p(activation * graph.n)  # `where` is sorted
-        _add_cosines(mem, [graph.ids[where[i]] for i in _top(boost, ctx.lexical_k)], cosine, vector)
+        score = {sid: seed(sid) for sid in cosine}
+        if ctx.spread_weight and score and graph.n:
+            strongest = sorted(score, key=score.get, reverse=True)[: ctx.spread_seeds]
+            top = score[strongest[0]]
+            seeds = {graph.position[s]: float(np.exp(score[s] - top)) for s in strongest if s in graph.position}
+            if ctx.spread_floor > 0:
+                # Only the seeds' neighbourhood: activation (a share of the seeds' mass) under spread_floor is dropped
+                # at each step, so at most 1 / spread_floor scenes hold activation whatever memory's size.
+                where, activation = graph.spread_near(seeds, entities, ctx.spread_restart, ctx.spread_iterations,
+                                                      floor=ctx.spread_floor)
+            else:
+                activation = graph.spread(seeds, entities, ctx.spread_restart, ctx.spread_iterations)
+                where = np.arange(len(activation))
+            boost = ctx.spread_weight * np.log1p(activation * graph.n)  # `where` is sorted
+            _add_cosines(mem, [graph.ids[where[i]] for i in _top(boost, ctx.lexical_k)], cosine, vector)
 
-        def boost_of(sid: str) -> float:
-            pos = graph.position.get(sid, -1)
-            at = int(np.searchsorted(where, pos))
-            return float(boost[at]) if at < len(where) and where[at] == pos else 0.0
+            def boost_of(sid: str) -> float:
+                pos = graph.position.get(sid, -1)
+                at = int(np.searchsorted(where, pos))
+                return float(boost[at]) if at < len(where) and where[at] == pos else 0.0
 
-        score = {sid: (score[sid] if sid in score else seed(sid)) + boost_of(sid) for sid in cosine}
-    for sid, bias in crystal_bias(mem, ctx, vector).items():
-        if sid in score:
-            score[sid] += bias
-    best = sorted(score, key=score.get, reverse=True)[:KEEP]
-    kept = mem.scenes(best)
-    return {sid: Recalled(id=sid, text=kept[sid].text, title=kept[sid].title, dense=round(cosine[sid], 6),
-                          score=round(score[sid] + offset, 6), via=via, depth=depth, epoch=epoch)
-            for sid in best if sid in kept}
+            score = {sid: (score[sid] if sid in score else seed(sid)) + boost_of(sid) for sid in cosine}
+        for sid, bias in crystal_bias(mem, ctx, vector).items():
+            if sid in score:
+                score[sid] += bias
+        best = sorted(score, key=score.get, reverse=True)[:KEEP]
+        kept = mem.scenes(best)
+        return {sid: Recalled(id=sid, text=kept[sid].text, title=kept[sid].title, dense=round(cosine[sid], 6),
+                              score=round(score[sid] + offset, 6), via=via, depth=depth, epoch=epoch)
+                for sid in best if sid in kept}
 
 
 def lexical_trust(graph: CouplingGraph, terms: list[str]) -> float:
@@ -149,7 +150,8 @@ def resonate(state: ThinkingState, runtime: Runtime[Context]) -> dict:
     ctx = settings(runtime)
     assert state.scene is not None, "build_scene runs before resonate"
     mem = memory(ctx)
-    entities = mem.couplings.graph().query_entities(state.scene.text)
+    with mem.couplings.reading() as graph:
+        entities = graph.query_entities(state.scene.text)
     woken = resonance(mem, ctx, question_vector(mem, state.scene), state.scene.text, entities,
                       epoch=epoch_of(state.active))
     emit(runtime, {"event": "woke", "depth": 0, "entities": sorted(entities),

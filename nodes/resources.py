@@ -28,7 +28,7 @@ def settings(runtime: Runtime[Context] | None) -> Context:
 
 
 def memory(ctx: Context) -> Memory:
-    return open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url)
+    return open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, state_url=ctx.state_url)
 
 
 def unit(vector) -> np.ndarray:

@@ -28,6 +28,12 @@ class Context:
         default="",
         metadata={"description": "Chroma server URL (http://host:port); empty means the embedded store in data_dir."},
     )
+    state_url: str = field(
+        default="",
+        metadata={"description": "PostgreSQL URL (postgresql://user@host:port/db) that holds the couplings index, the "
+                                 "writer lock and threads, so processes on several machines share one memory with "
+                                 "--store-url; empty means files in data_dir"},
+    )
     embedder: str = field(
         default="multilingual-e5-small",
         metadata={"description": "Embedder: the bundled multilingual-e5-small (Russian + English), all-MiniLM-L6-v2 "

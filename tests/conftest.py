@@ -53,3 +53,36 @@ def demo_context(demo_store):
     from state.context import Context
 
     return Context(data_dir=demo_store)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the session (tests/integration/pg_server.py), stopped by PID at the end.
+
+    Fails, never skips, when PostgreSQL is not installed: CI must prove the shared-state path.
+    """
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    from pg_server import PostgresMissing, start_postgres
+
+    try:
+        server = start_postgres()
+    except PostgresMissing as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)  # outside the except: one line, not a chained report
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server, request) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server, one per test."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
+    return pg_server.new_database(name)

@@ -19,7 +19,8 @@ def test_scale_reports_build_latency_memory_and_recall(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "evals.scale", "--sizes", "300", "--question-file", str(DATA / "musique_10.json"),
          "--gold-questions", "2", "--questions", "2", "--pool-corpus", str(tmp_path / "pool.json"),
-         "--real-ingest", "0", "--cache", str(tmp_path / "cache"), "--plot", str(tmp_path / "scale.png"), "--json"],
+         "--real-ingest", "0", "--cache", str(tmp_path / "cache"), "--plot", str(tmp_path / "scale.png"), "--json",
+         "--ef-construction", "48"],
         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2],
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -39,3 +40,6 @@ def test_scale_reports_build_latency_memory_and_recall(tmp_path):
     assert query["peak_rss_mb"] > 100 and query["disk_mb"]["chroma"] > 0 and query["disk_mb"]["couplings"] > 0
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert "| 300 |" in run.stdout  # the table
+    # the store was created with the asked HNSW construction (query-side settings unchanged), and says so
+    assert row["hnsw"] == build["hnsw"] == {"ef_construction": 48, "max_neighbors": 32, "ef_search": 128}
+    assert "| 48 / 32 |" in run.stdout

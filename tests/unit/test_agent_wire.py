@@ -159,6 +159,7 @@ def test_overwrites_survive_the_wire():
 def test_run_settings_carry_numbers_only():
     settings = RunSettings.of(Context(top_k=7))
     assert settings.top_k == 7
-    assert not {"data_dir", "store_url", "decoder", "embedder", "agents", "max_input_chars"} & set(type(settings).model_fields)
+    assert not ({"data_dir", "store_url", "state_url", "decoder", "embedder", "agents", "max_input_chars"}
+                & set(type(settings).model_fields))
     with pytest.raises(SettingsError, match="top_k"):
         node_payload("interpret", {"question": "q"}, Context(top_k=10**6))
