@@ -19,13 +19,14 @@ from __future__ import annotations
 import re
 from functools import cache
 from collections import deque
+from difflib import SequenceMatcher
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from adapters.answer_spans import Span, spans_of
-from adapters.lexicon import (capitalised_spans, has_cyrillic, is_stop, lemma, norm, split_clauses, terms_of,
-                              title_aliases)
+from adapters.lexicon import (capitalised_spans, has_cyrillic, is_stop, language_of, lemma, norm, split_clauses,
+                              sound_key, terms_of, title_aliases)
 from adapters.question_form import RELATION_SYNONYMS, QuestionForm, form_of
 from state.models import Evidence, Recalled
 
@@ -38,6 +39,12 @@ NESTED_HOP_BONUS = 0.3
 MIN_SCORE = 0.6  # below it no span fits well enough: abstain
 PARAPHRASE_MIN = 0.5  # cosine a sentence needs to answer by meaning alone
 PARAPHRASE_SENTENCES = 3
+# Across languages no relation word is shared: a sentence answers when its cosine stands this far (z over the
+# store's scenes) above the question's mean. Answer sentences of Russian XQuAD questions over the English
+# paragraphs sit at a median ~4.8; the best sentences for questions memory lacks at ~2.8-3.9 (90th pct <= 4.7).
+CROSSED_Z = 4.0
+ECHO_MIN = 0.75  # likeness of two transliterated words that makes one echo the other across scripts
+ECHO_NAME = 0.8  # the same for a name's words, stricter: a name echoed wrongly admits a question memory lacks
 # z of the strongest scene's cosine over the store: questions about a held scene sit at 4-6 (median ~5 with
 # multilingual-e5-small on XQuAD), questions memory does not hold at ~3.3-3.9 (median; 90th percentile ~4.5-5).
 HELD_Z = 4.8
@@ -86,6 +93,26 @@ def _lower_words(text: str) -> list[str]:
     return re.findall(r"\w+(?:[-'’]\w+)*", text.lower())
 
 
+def _echoed(text: str, name: str) -> bool:
+    """Does `text` name `name` across scripts? Each long word of the name is in the text as written or sounds
+    like a word the text writes in the other script (Пэнтерс ~ Panthers; not Гагарин ~ Gardin, nor a first
+    name alone)."""
+    parts = [w for w in _lower_words(name) if len(w) >= 4 and not w.isdigit()]
+    if all(has_cyrillic(p) == (language_of(text) == "ru") for p in parts):
+        return False  # all in the text's own script (or nothing long): the plain check decides
+    held = set(_lower_words(text))
+    keys = {_name_key(w) for w in held if len(w) >= 3}
+    return bool(parts) and all(p in held or _name_key(p) in keys or any(
+        abs(len(k) - len(_name_key(p))) <= 1 and SequenceMatcher(None, _name_key(p), k).ratio() >= ECHO_NAME
+        for k in keys) for p in parts)
+
+
+@cache
+def _name_key(word: str) -> str:
+    """A name's sound key with its vowels merged: transliterations differ most in vowels (Пэнтерс, Panthers)."""
+    return re.sub(r"[aeiouy]+", "a", sound_key(word))
+
+
 class AnswerReader:
     """Reads the field for a short answer; one per process (it keeps only sentence vectors between questions)."""
 
@@ -104,7 +131,16 @@ class AnswerReader:
         if graph is not None:  # memory knows multi-word names the capitalisation splits ("Gaby: A True Story")
             q_entities = list(dict.fromkeys(q_entities + [e for e in graph.query_entities(question)
                                                           if graph.df(e) or e in graph.title_index]))
-        if q_entities and graph is not None and not self._known(q_entities, scenes, graph):
+        # the question's query vector, embedded at most once per reading (several paths below may need it)
+        question_vector = cache(lambda: embedder.embed_one(question, role="query")) if embedder is not None else None
+        # A question in one language over memory in another shares few words with it («Пэнтерс» echoes Panthers,
+        # «Суперкубок» is translated): what it names may be held by meaning (its strongest scene stands out of
+        # the store), unless it is a person's full name, which is transliterated and so would echo.
+        crossed = language_of(scenes[0].text) not in (form.language, "other")
+        held = not q_entities or graph is None or self._known(q_entities, scenes, graph)
+        if not held and crossed and not self._full_name_unechoed(question, scenes):
+            held = self._held_by_meaning(question, scenes, graph, question_vector, crossed)
+        if not held:
             return self._abstain(form, scenes)
         sentences = {s.id: [_Sentence(s, n, text, _lower_words(text)) for n, text in
                             enumerate(split_clauses(s.text) or [s.text])] for s in scenes}
@@ -114,7 +150,8 @@ class AnswerReader:
         elif form.kind == "yesno":
             reading = self._yes_no(form, scenes, sentences, hops)
         else:
-            reading = self._extract(form, question, q_entities, scenes, sentences, hops, parent, embedder, graph)
+            reading = self._extract(form, question, q_entities, scenes, sentences, hops, parent, embedder, graph,
+                                    question_vector, crossed)
         return reading or self._abstain(form, scenes)
 
     # --- which scenes the chain reaches --------------------------------------------------
@@ -137,6 +174,8 @@ class AnswerReader:
                 return True
             if any(re.search(r"\b" + re.escape(e) + r"\b", t) for t in texts):
                 return True
+            if any(_echoed(t, e) for t in texts):  # «Джош Норман» in a scene about Josh Norman
+                return True
             # A long name one scene words differently ("the Normans' Count of Apulia and Calabria"): all but
             # one of its words are names in that scene, the head word among them.
             parts = [w for w in e.split() if len(w) > 2 and not is_stop(w)]
@@ -144,10 +183,17 @@ class AnswerReader:
                 return True
         return False
 
+    def _full_name_unechoed(self, question: str, scenes: list[Recalled]) -> bool:
+        """Does the question name a person in full («Юрий Гагарин») that no woken scene writes?"""
+        full = [norm(n) for n in capitalised_spans(question)
+                if len(n.split()) >= 2 and all(w[:1].isupper() and w.isalpha() for w in n.split())]
+        return any(not any(self._mentions(s, [n]) for s in scenes) for n in full)
+
     @staticmethod
     def _mentions(scene: Recalled, names: list[str]) -> bool:
         text = norm(f"{scene.title or ''} {scene.text}")
-        return any(re.search(r"\b" + re.escape(n) + r"\b", text) for n in names if n)
+        # a name written in the other script («Пэнтерс» for the Panthers) is a mention too
+        return any(re.search(r"\b" + re.escape(n) + r"\b", text) or _echoed(text, n) for n in names if n)
 
     def _chain(self, scenes: list[Recalled], q_entities: list[str], graph) -> tuple[dict[str, int], dict[str, tuple]]:
         """Hop number of every reached scene, and for hop > 1 its parent and the bridge entity."""
@@ -197,19 +243,25 @@ class AnswerReader:
     # --- open questions: who / where / when / how many / what ----------------------------
     def _extract(self, form: QuestionForm, question: str, q_entities: list[str], scenes: list[Recalled],
                  sentences: dict[str, list[_Sentence]], hops: dict[str, int], parent: dict,
-                 embedder=None, graph=None) -> Reading | None:
+                 embedder=None, graph=None, question_vector=None, crossed: bool = False) -> Reading | None:
         ask = _Asked(form, question, q_entities)
         ask.bridges = {a for s in scenes if hops.get(s.id, 0) > 1 and s.title for a in title_aliases(s.title)}
         ask.hops = hops
-        # the question's query vector, embedded at most once per reading (two paths below may need it)
-        question_vector = cache(lambda: embedder.embed_one(question, role="query")) if embedder is not None else None
+        if crossed:
+            ask.cross(q_entities)
         anchorless = not any(h > 1 for h in hops.values()) and not any(
             self._mentions(s, q_entities) or (s.title and set(title_aliases(s.title)) & set(q_entities))
-            for s in scenes) and not self._held_by_meaning(question, scenes, graph, question_vector)
+            for s in scenes) and not self._held_by_meaning(question, scenes, graph, question_vector, crossed)
         strength = _strengths(scenes)
         reached = [sent for s in scenes if s.id in hops for sent in sentences[s.id]]
         named, naming = ask.naming_sentences(reached) if not ask.nested else (set(), set())
         best: tuple[float, Span, _Sentence] | None = None
+        if crossed:  # no relation word can be shared across languages: only a sentence close in meaning answers
+            if embedder is None or anchorless or not reached:
+                return None
+            mean, sd = graph.dense_moments(question_vector()) if graph is not None else (PARAPHRASE_MIN, 0.0)
+            best = self._paraphrase(ask, reached, strength, embedder, question_vector(), mean + CROSSED_Z * sd)
+            reached = []
         for sent in reached:
             fit, hits = ask.fit(sent)
             if ask.relation and not fit:
@@ -234,14 +286,15 @@ class AnswerReader:
         return Reading(answer.strip(" ,.;:"), chain)
 
     @staticmethod
-    def _held_by_meaning(question: str, scenes: list[Recalled], graph, question_vector) -> bool:
+    def _held_by_meaning(question: str, scenes: list[Recalled], graph, question_vector, crossed: bool = False) -> bool:
         """A question that names nothing may still be about a scene memory holds: its strongest scene stands
         far out of the store's cosine distribution (a z-score, so the bar does not depend on the embedder)."""
         if graph is None or question_vector is None or not scenes:
             return False
         # and it uses the store's own words: one the store never saw ("penicillin") means it asks about
         # something else, however close the strongest scene's topic (one in five may be a misspelling)
-        terms = [t for t in terms_of(question) if len(t) > 3]
+        # (across languages every word is unseen: there the z rule alone decides)
+        terms = [t for t in terms_of(question) if len(t) > 3] if not crossed else []
         unseen = [t for t in terms if t not in graph.term_id or not graph.term_df[graph.term_id[t]]]
         if len(unseen) > len(terms) // 5:
             return False
@@ -272,7 +325,8 @@ class AnswerReader:
         return []
 
     def _paraphrase(self, ask: "_Asked", reached: list[_Sentence], strength: dict[str, float],
-                    embedder, question_vector: np.ndarray) -> tuple[float, Span, _Sentence] | None:
+                    embedder, question_vector: np.ndarray,
+                    floor: float = PARAPHRASE_MIN) -> tuple[float, Span, _Sentence] | None:
         """When no sentence shares the question's words, the one closest in meaning may still say the answer
         ("function problems can be recast as ..." for "How can function problems be restated?")."""
         vectors = self._sentence_vectors(reached, embedder)
@@ -280,7 +334,7 @@ class AnswerReader:
         order = np.argsort(-cosine)[:PARAPHRASE_SENTENCES]
         best = None
         for i in order:
-            if cosine[i] < PARAPHRASE_MIN:
+            if cosine[i] < floor:
                 break
             sent = reached[int(i)]
             fit, hits = ask.fit(sent)
@@ -467,10 +521,37 @@ class _Asked:
         self.lifetime = _lifetime(form)
         self.bridges: set[str] = set()  # names of scenes the chain reaches past the first hop
         self.hops: dict[str, int] = {}
+        self.echoes: dict[str, str] = {}  # across scripts: sound key of a question word -> its stem
+        self._echoed: dict[str, str] = {}
         # "X's father", "the director of X": the question walks a relation away from what it names, so the
         # answer lies a hop further than the named scene.
         walked = re.findall(r"(?:'s|’s)\s+([a-z][\w-]*)|\bthe\s+([a-z][\w-]*)\s+of\b", question)
         self.nested = any(w and w not in form.focus for pair in walked for w in pair)
+
+    def cross(self, q_entities: list[str]) -> None:
+        """The question is in another language than memory: a sentence word echoes a question word when both
+        sound alike once transliterated (names: Пэнтерс ~ Panthers; loan words: квотербек ~ quarterback)."""
+        words = [w for w in _lower_words(self.question) + [w for e in q_entities for w in e.split()]
+                 if len(w) >= 4 and not is_stop(w) and not w.isdigit()]
+        self.echoes = {sound_key(w): _stem(w) for w in words}
+
+    def stems_of(self, words: list[str]) -> list[str]:
+        """Stems of a sentence's words; across scripts, a word that echoes a question word takes its stem."""
+        if not self.echoes:
+            return [_stem(w) for w in words]
+        return [self._echo(w) for w in words]
+
+    def _echo(self, word: str) -> str:
+        if word not in self._echoed:
+            stem = _stem(word)
+            if len(word) >= 4 and not word.isdigit() and has_cyrillic(word) != (self.form.language == "ru"):
+                key = sound_key(word)
+                close = [(SequenceMatcher(None, key, k).ratio(), s) for k, s in self.echoes.items()
+                         if k[:1] == key[:1] and 0.6 * len(k) <= len(key) <= 1.6 * len(k)]
+                good = max(close, default=(0.0, ""))
+                stem = good[1] if good[0] >= ECHO_MIN else stem
+            self._echoed[word] = stem
+        return self._echoed[word]
 
     def naming_sentences(self, reached: list[_Sentence]) -> tuple[set[int], set[str]]:
         """In each scene, the sentences (ids) that name most of what the question names, and the scenes where
@@ -480,7 +561,7 @@ class _Asked:
             return set(), set()
         share: dict[int, float] = {}
         for sent in reached:
-            stems = {_stem(w) for w in sent.words}
+            stems = set(self.stems_of(sent.words))
             share[id(sent)] = len(self.anchors & stems) / len(self.anchors)
         top: dict[str, float] = {}
         for sent in reached:
@@ -491,7 +572,7 @@ class _Asked:
     def fit(self, sent: _Sentence) -> tuple[float, list[int]]:
         """Share of the relation words the sentence carries (the answer's own relation counts double), and
         the word positions to measure a span's distance from: focus words, else relation words, else names."""
-        stems = [_stem(w) for w in sent.words]
+        stems = self.stems_of(sent.words)
         present = set(stems)
         matched = sum(2.0 if w in self.focus else 1.0 for w, alts in self.relation.items() if alts & present)
         focus_hits = [n for n, st in enumerate(stems)
@@ -507,12 +588,12 @@ class _Asked:
 
     def best_span(self, sent: _Sentence, fit: float, hits: list[int], strength: float) -> tuple[float, Span] | None:
         kind, best = self.form.kind, None
-        focused = any(alts & _stems(sent.words) for w, alts in self.relation.items() if w in self.focus)
+        focused = any(alts & set(self.stems_of(sent.words)) for w, alts in self.relation.items() if w in self.focus)
         subject = set(_lower_words(re.sub(r"\(.*?\)", " ", sent.scene.title or "")))
         life = _life_span(sent.text) if self.lifetime else None
         spans = spans_of(sent.text)
         for span in spans:
-            if _in_question(span.text, self.q_norm, self.q_stems):
+            if _in_question(span.text, self.q_norm, self.q_stems, self.stems_of):
                 continue
             typed = _type_fit(kind, span, sent.text, self.nationality)
             if typed <= -1:
@@ -528,7 +609,7 @@ class _Asked:
                 typed -= 0.8  # a scene's own subject is what the sentence says something about
             span_words = _lower_words(span.text)
             if span_words:  # "Far Eastern collections include": what the question already says is not the answer
-                typed -= OVERLAP_PENALTY * sum(_stem(w) in self.q_stems for w in span_words) / len(span_words)
+                typed -= OVERLAP_PENALTY * sum(st in self.q_stems for st in self.stems_of(span_words)) / len(span_words)
             if self.focus and not focused and norm(span.text) in self.bridges:
                 typed -= 0.6  # it names the next hop, and the answer's relation lies further along the chain
             near = min((abs(h - span.start) if h < span.start else abs(span.end - 1 - h) for h in hits), default=None)
@@ -545,7 +626,7 @@ def _strengths(scenes: list[Recalled]) -> dict[str, float]:
     return {s.id: (s.score - low) / (high - low) if high > low else 1.0 for s in scenes}
 
 
-def _in_question(span: str, q_norm: str, q_stems: set[str]) -> bool:
+def _in_question(span: str, q_norm: str, q_stems: set[str], stems_of=None) -> bool:
     """A span the question already holds is not an answer to it."""
     key = norm(span)
     if not key:
@@ -553,7 +634,7 @@ def _in_question(span: str, q_norm: str, q_stems: set[str]) -> bool:
     if re.search(r"\b" + re.escape(key) + r"\b", q_norm):
         return True
     words = _lower_words(span)
-    return bool(words) and all(_stem(w) in q_stems for w in words)
+    return bool(words) and all(st in q_stems for st in (stems_of(words) if stems_of else map(_stem, words)))
 
 
 # Head words that make a capitalised name an institution, a work, an event or a place rather than a person.

@@ -480,9 +480,11 @@ class CouplingIndex:
                         ids = [sid for _, sid, _ in rows]
                         for start in range(0, len(ids), 500):
                             chunk = ids[start : start + 500]
+                            # In key order: a scene's entities keep one order (bridges break ties by it), so
+                            # every process, on SQLite's index order or PostgreSQL's heap, plans the same probes.
                             found.extend(self._db.execute(
                                     "SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN "
-                                    f"({','.join('?' * len(chunk))})", chunk))
+                                    f"({','.join('?' * len(chunk))}) ORDER BY scene_id, key", chunk))
                         g.add_block([(sid, title) for _, sid, title in rows], found)
                     g.loaded_n, changed = last, True
                 if changed:

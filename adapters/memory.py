@@ -310,12 +310,16 @@ class Memory:
 
     def entity_vectors(self, names: Sequence[str]) -> np.ndarray:
         """Vectors of entity names, embedded once per process (one batch for the misses)."""
-        missing = list(dict.fromkeys(n for n in names if n not in self._entity_vectors))
+        # Read into a local dict first: another thread (a service's pool) may clear the cache in between.
+        found = {n: v for n in dict.fromkeys(names) if (v := self._entity_vectors.get(n)) is not None}
+        missing = [n for n in dict.fromkeys(names) if n not in found]
         if missing:
+            fresh = dict(zip(missing, self.embedder.embed(missing)))
+            found.update(fresh)
             if len(self._entity_vectors) > ENTITY_CACHE:
                 self._entity_vectors.clear()
-            self._entity_vectors.update(zip(missing, self.embedder.embed(missing)))
-        return np.stack([self._entity_vectors[n] for n in names]) if names else np.zeros((0, self.embedder.dim))
+            self._entity_vectors.update(fresh)
+        return np.stack([found[n] for n in names]) if names else np.zeros((0, self.embedder.dim))
 
     def scenes(self, ids: Sequence[str]) -> dict[str, CachedScene]:
         """Text, title and vector of stored scenes, read once per process (scenes never change under an id;
@@ -323,13 +327,17 @@ class Memory:
         gone = self.couplings.forgotten
         for sid in [sid for sid in ids if sid in gone]:
             self._scene_cache.pop(sid, None)
-        missing = [sid for sid in dict.fromkeys(ids) if sid not in self._scene_cache]
+        # Read into a local dict first: another thread (a service's pool) may clear the cache in between.
+        found = {sid: hit for sid in dict.fromkeys(ids) if (hit := self._scene_cache.get(sid)) is not None}
+        missing = [sid for sid in dict.fromkeys(ids) if sid not in found]
         if missing:
-            if len(self._scene_cache) + len(missing) > SCENE_CACHE:
+            fresh = {sid: CachedScene(item["text"], item["meta"].get("title"), item["vector"])
+                     for sid, item in self.store.get(missing, vectors=True).items()}
+            found.update(fresh)
+            if len(self._scene_cache) + len(fresh) > SCENE_CACHE:
                 self._scene_cache.clear()
-            for sid, item in self.store.get(missing, vectors=True).items():
-                self._scene_cache[sid] = CachedScene(item["text"], item["meta"].get("title"), item["vector"])
-        return {sid: self._scene_cache[sid] for sid in ids if sid in self._scene_cache}
+            self._scene_cache.update(fresh)
+        return {sid: found[sid] for sid in ids if sid in found}
 
     def stats(self) -> dict[str, object]:
         scenes, links = self.couplings.count()

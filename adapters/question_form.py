@@ -133,11 +133,14 @@ def _kind(q: str, words: list[str], language: str, options: list[str]) -> Answer
             return "yesno"
         if options and re.search(r"\bили\b", q.lower()):
             return "choice"
-        if re.search(r"\b(в каком году|в какой год|когда|какого числа|в каком веке|в какое время|какой датой)\b",
-                     q.lower()):
-            return "date"
-        if re.search(r"\bсколько\b", q.lower()):
+        # "Сколько лет было X, когда ...": the question opens on a quantity, whatever a later "когда" says
+        date = re.search(r"\b(в каком году|в какой год|когда|какого числа|в каком веке|в какое время|какой датой)\b",
+                         q.lower())
+        many = re.search(r"\bсколько\b", q.lower())
+        if many and (not date or many.start() < date.start()):
             return "number"
+        if date:
+            return "date"
         if re.search(r"\b(где|куда|откуда|в каком городе|в какой стране|в каком месте)\b", q.lower()):
             return "place"
         if re.search(r"\b(кто|кого|кому|кем|чей|чья|чьё|чьи)\b", q.lower()):

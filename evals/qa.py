@@ -1,6 +1,7 @@
 """Answer quality of the whole graph: short answers and their evidence, no LLM.
 
     python -m evals.qa --questions Q.json [--corpus C.json] [--limit N] [--json] [--record NAME]
+    python -m evals.qa --questions xquad.ru.json --memory xquad.en.json   # questions over memory in another language
     python -m evals.qa --report          # every recorded run -> evals/RESULTS.md section + evals/qa.png
 
 Question files, detected per file: MuSiQue, HotpotQA / 2Wiki (the formats `evals.multihop`
@@ -46,6 +47,14 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 # --- gold -------------------------------------------------------------------------------------
+def over_memory(items: list[dict[str, Any]], held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Questions of one SQuAD file asked of a parallel file's paragraphs (XQuAD ru over en): the gold answers
+    and passages are the memory file's, matched by question id (an extractive answer is in memory's language)."""
+    by_id = {i["id"]: i for i in held}
+    return [{**i, "answers": by_id[i["id"]]["answers"], "gold_passages": by_id[i["id"]]["gold_passages"]}
+            for i in items if i["id"] in by_id]
+
+
 def load_items(path: str) -> tuple[list[dict[str, Any]], list[tuple[str, str]] | None]:
     """Questions with gold answers, gold passages and gold sentences; and the corpus a SQuAD file holds."""
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -266,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions")
     ap.add_argument("--corpus", help="passages to ingest (default: the questions' own paragraphs)")
+    ap.add_argument("--memory", help="a parallel SQuAD file (same question ids, e.g. another language): its "
+                    "paragraphs are memory and its answers the gold")
     ap.add_argument("--limit", type=int, help="first N questions only")
     ap.add_argument("--embedder", default=DEFAULT_EMBEDDER)
     ap.add_argument("--cache", type=Path, default=CACHE, help="where ingested eval stores are kept")
@@ -281,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.questions:
         ap.error("--questions is required (or --report)")
     items, squad_corpus = load_items(args.questions)
+    if args.memory:
+        held, squad_corpus = load_items(args.memory)
+        if squad_corpus is None:
+            ap.error("--memory must be a SQuAD-format file (data[].paragraphs[].qas[])")
+        items = over_memory(items, held)
     items = items[: args.limit] if args.limit else items
     corpus = squad_corpus if squad_corpus is not None and not args.corpus else None
     if corpus is None:
@@ -297,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         (RECORDS / f"{args.record}.json").write_text(json.dumps(
             {"name": args.record, "command": command, "summary": summary}, indent=1), encoding="utf-8")
     if args.json:
-        print(json.dumps({"questions": args.questions, "corpus": args.corpus, **summary}))
+        print(json.dumps({"questions": args.questions, "corpus": args.corpus, "memory": args.memory, **summary}))
     return 0
 
 

@@ -25,6 +25,14 @@ def test_questions_memory_does_not_hold_abstain(demo_context):
     assert len(abstained) >= 25, set(questions) - set(abstained)
 
 
+def test_a_russian_question_over_english_memory_answers_from_it(demo_context):
+    # no word is shared: the name echoes across scripts and the answer sentence is close in meaning
+    for question, answer, title in [("Где родился Луис Мандоки?", "Mexico City", "Luis Mandoki"),
+                                    ("Кто снял фильм «Габи: правдивая история»?", "Luis Mandoki", "Gaby: A True Story")]:
+        out = graph.invoke({"question": question}, context=demo_context)
+        assert out["answer"] == answer and out["evidence"][-1].title == title, (question, out["answer"])
+
+
 def test_cli_prints_the_short_answer_and_numbered_chain(demo_store):
     run = subprocess.run([sys.executable, "-m", "graph.cli", "--data-dir", demo_store, "ask", DEMO_QUESTION],
                          capture_output=True, text=True, timeout=180)
