@@ -224,15 +224,15 @@ def test_a_forget_killed_on_the_servers_and_rerun_from_another_folder_ends_like_
     lines = Path(DEMO_SCENES).read_text().splitlines()
     keep.write_text("\n".join(lines[:8]) + "\n")
     doc.write_text("\n".join(lines[8:14]) + "\n")
-    runs = {}
+    runs, stores = {}, []
     try:
         for name in ("killed", "clean"):
-            store = chroma(tmp_path / f"chroma-{name}", tmp_path)
+            stores.append(store := chroma(tmp_path / f"chroma-{name}", tmp_path))
             database = pg_server.new_database(f"kill_{name}_{step.replace('-', '_')}")
-            runs[name] = (store, {"store_url": store.url, "state_url": database})
-            done = scenemind(tmp_path / f"{name}-a", "ingest", "--quiet", str(keep), str(doc), **runs[name][1])
+            runs[name] = {"store_url": store.url, "state_url": database}
+            done = scenemind(tmp_path / f"{name}-a", "ingest", "--quiet", str(keep), str(doc), **runs[name])
             assert done.returncode == 0, done.stderr[-2000:]
-        killed, clean = runs["killed"][1], runs["clean"][1]
+        killed, clean = runs["killed"], runs["clean"]
         args = [SCENEMIND, "--data-dir", str(tmp_path / "killed-a"), "--store-url", killed["store_url"],
                 "--state-url", killed["state_url"], "forget", "--source", str(doc)]
         dead = subprocess.run(args, capture_output=True, text=True, timeout=300, env=clean_env(**{KILL_AT: step}))
@@ -247,5 +247,5 @@ def test_a_forget_killed_on_the_servers_and_rerun_from_another_folder_ends_like_
         assert after == expected and expected["pending"] == 0 and len(expected["index"]) == 8
         assert count == want_count == 8 and np.allclose(total, want_total, atol=1e-6)
     finally:
-        for store, _ in runs.values():
+        for store in stores:
             store.stop()
