@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from agent_servers import chroma, clean_env, copy_store, serve
+from demo_corpus import small_corpus
 from graph.cli import main as cli_main
 from scenemind_data import DEMO_QUESTION, DEMO_QUESTIONS_RU, DEMO_SCENES
 from state.context import Context
@@ -26,16 +27,6 @@ from state.context import Context
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 FOLLOW_UP = "When was the director of the film The Goose Woman born?"
-NEEDED = {"Gaby: A True Story", "Luis Mandoki"}
-
-
-def small_corpus(folder: Path, n: int = 20) -> Path:
-    """The two scenes the demo question needs and the first others: a quick store of `n` scenes."""
-    lines = Path(DEMO_SCENES).read_text().splitlines()
-    needed = [ln for ln in lines if json.loads(ln).get("title") in NEEDED]
-    path = folder / "small.jsonl"
-    path.write_text("\n".join(needed + [ln for ln in lines if ln not in needed][: n - len(needed)]) + "\n")
-    return path
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

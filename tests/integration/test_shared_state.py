@@ -14,20 +14,11 @@ import numpy as np
 import pytest
 
 from agent_servers import SCENEMIND, chroma, clean_env, serve
+from demo_corpus import small_corpus as corpus
 from scenemind_data import DEMO_QUESTION, DEMO_SCENES
 
 pytestmark = pytest.mark.integration
 FOLLOW_UP = "When was the director of the film The Goose Woman born?"
-NEEDED = {"Gaby: A True Story", "Luis Mandoki"}
-
-
-def corpus(folder: Path, n: int = 20) -> Path:
-    """The two scenes the demo question needs and the first others."""
-    lines = Path(DEMO_SCENES).read_text().splitlines()
-    needed = [ln for ln in lines if json.loads(ln).get("title") in NEEDED]
-    path = folder / "small.jsonl"
-    path.write_text("\n".join(needed + [ln for ln in lines if ln not in needed][: n - len(needed)]) + "\n")
-    return path
 
 
 def scenemind(data_dir: Path, *argv: str, store_url: str = "", state_url: str = "",
