@@ -902,10 +902,15 @@ class CouplingGraph:
         return mean, math.sqrt(max(float(v @ self.second @ v) - mean * mean, 1e-12))
 
     def bm25(self, terms: Iterable[str]) -> np.ndarray:
+        """BM25 of every position (0 where no term is held): `bm25_at` spread out."""
+        return _dense(self.size, *self.bm25_at(terms))
+
+    def bm25_at(self, terms: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 of the scenes holding any of the terms, as (positions ascending, scores > 0); every other scene
+        scores 0. Only the terms' posting lists are read: no array of memory's size unless they cover much of it."""
         ids = [self.term_id[t] for t in set(terms) if t in self.term_id and self.term_df[self.term_id[t]]]
-        out = np.zeros(self.size)
         if not ids or self.n == 0:
-            return out
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
         avg = max(self._total_length / self.n, 1e-9)
         rows, counts, idfs = [], [], []
         for tid in ids:
@@ -924,19 +929,30 @@ class CouplingGraph:
         r = np.concatenate(rows).astype(np.int64)
         f = np.concatenate(counts).astype(float)
         den = BM25_K1 * (1 - BM25_B + BM25_B * self._lengths[r] / avg)
-        return out + np.bincount(r, weights=np.concatenate(idfs) * f * (BM25_K1 + 1) / (f + den),
-                                 minlength=self.size)
+        scores = np.concatenate(idfs) * f * (BM25_K1 + 1) / (f + den)
+        where, total = _sum_by_position(r, scores, self.size)
+        held = total > 0  # a removed scene's zeroed base row holds its terms with count 0
+        return where[held], total[held]
 
     def entity_bonus(self, entities: dict[str, float], title_weight: float, mention_weight: float) -> np.ndarray:
-        """A scene titled by a query entity gets title_weight; each mention adds its scaled rarity."""
-        bonus = np.zeros(self.size)
+        """`entity_bonus_at` spread out over every position."""
+        return _dense(self.size, *self.entity_bonus_at(entities, title_weight, mention_weight))
+
+    def entity_bonus_at(self, entities: dict[str, float], title_weight: float,
+                        mention_weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """A scene titled by a query entity gets title_weight; each mention adds its scaled rarity. As
+        (positions ascending, bonus) over the scenes titled by or mentioning a query entity."""
         log_n = math.log(max(self.n, 2))
-        for entity, weight in entities.items():
-            for pos in self.title_index.get(entity, []):
-                bonus[pos] = max(bonus[pos], title_weight)
-            if mention_weight and self.df(entity):
-                bonus[self.holders_of(entity)] += mention_weight * weight / log_n
-        return bonus
+        titled = {e: np.asarray(self.title_index.get(e, []), dtype=np.int64) for e in entities}
+        held = {e: self.holders_of(e) if mention_weight and self.df(e) else np.zeros(0, dtype=np.int64)
+                for e in entities}
+        where = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *titled.values(), *held.values()]))
+        bonus = np.zeros(len(where))
+        for entity, weight in entities.items():  # in order: a title raises to title_weight what mentions gave
+            at = np.searchsorted(where, titled[entity])
+            bonus[at] = np.maximum(bonus[at], title_weight)
+            bonus[np.searchsorted(where, held[entity])] += mention_weight * weight / log_n
+        return where, bonus
 
     def spread(self, seed_scenes: dict[int, float], seed_entities: dict[str, float],
                restart: float, iterations: int) -> np.ndarray:
@@ -1015,6 +1031,24 @@ class CouplingGraph:
 
     def entities_of(self, pos: int) -> list[str]:
         return [self.entity_names[e] for e in self._row(pos)[0]]
+
+
+def _sum_by_position(positions: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values summed per position, as (positions ascending, sums): by sorting when they are few against memory's
+    size, by counting into an array of that size when they are many (each in input order, so both give the same
+    sums)."""
+    if len(positions) * 16 < size:
+        where, inverse = np.unique(positions, return_inverse=True)
+        return where, np.bincount(inverse, weights=values, minlength=len(where))
+    total = np.bincount(positions, weights=values, minlength=size)
+    where = np.flatnonzero(np.bincount(positions, minlength=size))
+    return where, total[where]
+
+
+def _dense(size: int, where: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(size)
+    out[where] = values
+    return out
 
 
 def _return_freed_memory() -> None:

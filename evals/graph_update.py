@@ -25,8 +25,8 @@ def query(g: CouplingGraph) -> float:
     """One resonance's graph work: BM25, entity bonus and 15 spreading steps."""
     t0 = time.perf_counter()
     entities = g.query_entities(DEMO_QUESTION)
-    g.bm25(terms_of(DEMO_QUESTION))
-    g.entity_bonus(entities, 1.0, 0.5)
+    g.bm25_at(terms_of(DEMO_QUESTION))
+    g.entity_bonus_at(entities, 1.0, 0.5)
     g.spread({0: 1.0, 1: 0.5}, entities, 0.3, 15)
     return time.perf_counter() - t0
 

@@ -437,7 +437,7 @@ def measure(where: Path, args: argparse.Namespace, ks=(2, 5, 10)) -> dict[str, A
     stages.wrap(mem.store, "nearest_ids", "store_query")
     stages.wrap(mem.store, "nearest", "crystals")
     stages.wrap(mem, "scenes", "scene_reads")
-    for attr, name in (("bm25", "bm25"), ("entity_bonus", "entity_bonus"), ("spread", "spread"), ("spread_near", "spread"),
+    for attr, name in (("bm25_at", "bm25"), ("entity_bonus_at", "entity_bonus"), ("spread", "spread"), ("spread_near", "spread"),
                        ("query_entities", "query_entities")):
         stages.wrap(CouplingGraph, attr, name)
     ctx = context(where, args)

@@ -31,23 +31,54 @@ KEEP = 24  # scenes one resonance hands to the field: enough for recall@10 after
 LEXICAL_FULL_COVERAGE = 0.5  # same-language questions reach it even with a few words memory lacks
 
 
-def _z(x: np.ndarray, n: int | None = None) -> np.ndarray:
-    """z-scores over the n scenes held: a removed scene's free position holds 0 and must not move the statistics
-    (otherwise forgetting scenes would shift every remaining score)."""
-    if not len(x):
-        return x
-    n = n or len(x)
-    mean = float(x.sum()) / n
-    std = math.sqrt(max(float(x @ x) / n - mean * mean, 0.0))
-    return (x - mean) / (std + 1e-9)
-
-
 def _top(scores: np.ndarray, k: int) -> list[int]:
+    """Indices of the k highest positive scores, best first; equal scores in index order (so the same scenes win
+    whether scores come as an array over every position or over the few that hold evidence)."""
     if k <= 0 or not len(scores):
         return []
     k = min(k, len(scores))
-    idx = np.argpartition(-scores, k - 1)[:k]
-    return [int(i) for i in idx[np.argsort(-scores[idx])] if scores[i] > 0]
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    within = np.flatnonzero(scores >= kth)
+    best = within[np.argsort(-scores[within], kind="stable")][:k]
+    return [int(i) for i in best if scores[i] > 0]
+
+
+class Lexical:
+    """Lexical evidence per scene position: (BM25 z-scaled over the n scenes held, times its weight, + the entity
+    bonus) times trust. Held sparsely: the scenes with a query term or entity, and the value every other scene
+    has (BM25 0 sits below the mean). Nothing of memory's size is built, so its cost follows the posting lists
+    read, not the scene count."""
+
+    def __init__(self, graph: CouplingGraph, ctx: Context, terms: list[str], entities: dict[str, float],
+                 trust: float):
+        where, value, rest = np.zeros(0, dtype=np.int64), np.zeros(0), 0.0
+        if ctx.bm25_weight:
+            where, scores = graph.bm25_at(terms)
+            if len(where):
+                # Mean and deviation over all n scenes, the n - len(where) without a term scoring 0. Not
+                # `scores @ scores`: a long BLAS dot wakes OpenBLAS's thread pool, whose threads then spin and
+                # starve the embedder and the probes on a small machine (half a 100k memory's query CPU).
+                n = max(graph.n, 1)
+                mean = float(scores.sum()) / n
+                std = math.sqrt(max(float(np.einsum("i,i->", scores, scores)) / n - mean * mean, 0.0)) + 1e-9
+                value, rest = ctx.bm25_weight * ((scores - mean) / std), ctx.bm25_weight * (-mean / std)
+        if ctx.title_weight or ctx.mention_weight:
+            at, bonus = graph.entity_bonus_at(entities, ctx.title_weight, ctx.mention_weight)
+            if len(at):
+                union = np.union1d(where, at)
+                merged = np.full(len(union), rest)
+                merged[np.searchsorted(union, where)] = value
+                merged[np.searchsorted(union, at)] += bonus
+                where, value = union, merged
+        self.where, self.value, self.rest = where, value * trust, rest * trust
+
+    def at(self, pos: int) -> float:
+        i = int(np.searchsorted(self.where, pos))
+        return float(self.value[i]) if i < len(self.where) and self.where[i] == pos else self.rest
+
+    def best(self, k: int) -> list[int]:
+        """Positions of the k strongest scenes with positive evidence (every other scene's is rest <= 0)."""
+        return [int(self.where[i]) for i in _top(self.value, k)]
 
 
 def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities: dict[str, float],
@@ -60,17 +91,12 @@ def resonance(mem: Memory, ctx: Context, vector: np.ndarray, text: str, entities
         terms = terms_of(text)
         trust = lexical_trust(graph, terms)
         entities = {e: w * trust for e, w in entities.items()} if trust < 1.0 else entities
-        lexical = np.zeros(graph.size)  # per position (a removed scene leaves a free one)
-        if ctx.bm25_weight:
-            lexical += ctx.bm25_weight * _z(graph.bm25(terms), graph.n)
-        if ctx.title_weight or ctx.mention_weight:
-            lexical += graph.entity_bonus(entities, ctx.title_weight, ctx.mention_weight)
-        lexical *= trust
-        _add_cosines(mem, [graph.ids[p] for p in _top(lexical, ctx.lexical_k)], cosine, vector)  # none when all 0
+        lexical = Lexical(graph, ctx, terms, entities, trust)
+        _add_cosines(mem, [graph.ids[p] for p in lexical.best(ctx.lexical_k)], cosine, vector)
 
         def seed(sid: str) -> float:
             pos = graph.position.get(sid)  # a scene the index has not caught up with has no lexical evidence
-            return (cosine[sid] - mean) / std + (lexical[pos] if pos is not None else 0.0)
+            return (cosine[sid] - mean) / std + (lexical.at(pos) if pos is not None else 0.0)
 
         score = {sid: seed(sid) for sid in cosine}
         if ctx.spread_weight and score and graph.n:

@@ -65,6 +65,76 @@ def test_lexical_evidence_bm25_title_and_mention(graph):
     assert bonus[graph.position["b"]] > bonus[graph.position["a"]] > 0 == bonus[graph.position["d"]]
 
 
+def test_lexical_evidence_held_sparsely_is_bm25_z_scaled_plus_the_bonus_over_every_scene():
+    """Resonance's lexical evidence, kept only for scenes with a query term or entity, equals its definition
+    computed by hand over every scene: Okapi BM25 z-scaled over the n scenes held, times its weight, plus the
+    title/mention bonus, times trust. Covers a compacted base, a tail of later adds and a removed scene."""
+    import math
+
+    from nodes.resonate import Lexical
+
+    rng = np.random.default_rng(3)
+    words = ["capital", "france", "europe", "film", "river", "mountain", "music", "born", "city", "war"]
+    names = ["Luis Mandoki", "Paris", "Rome", "Mexico City"]
+    texts = {f"s{i}": " ".join(rng.choice(words, size=int(rng.integers(3, 9)))) + f". {names[i % 4]} is here."
+             for i in range(60)}
+    g = CouplingGraph()
+    held = {}
+    for i, (sid, text) in enumerate(texts.items()):
+        title = names[i % 4] if i % 7 == 0 else None
+        held[sid] = scene_keys(text, title)
+        g.add(sid, title, held[sid])
+        if i == 39:
+            g.ready()  # the first 40 in the base, the rest in the tail
+    g.remove("s5")
+    del held["s5"]
+    g.ready()
+    ctx = Context()
+    terms, entities, trust = ["capital", "france", "film", "film", "war"], {"luis mandoki": 0.8, "paris": 1.3}, 0.7
+    # BM25 by hand
+    n = len(held)
+    length = {sid: sum(c for k, c in keys.items() if k.startswith("t:")) for sid, keys in held.items()}
+    avg = sum(length.values()) / n
+    bm = {}
+    for sid, keys in held.items():
+        score = 0.0
+        for t in set(terms):
+            f = keys.get(f"t:{t}", 0)
+            df = sum(1 for k in held.values() if f"t:{t}" in k)
+            if f and df:
+                idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+                score += idf * f * 2.2 / (f + 1.2 * (1 - 0.75 + 0.75 * length[sid] / avg))
+        bm[sid] = score
+    mean = sum(bm.values()) / n
+    std = math.sqrt(sum(v * v for v in bm.values()) / n - mean * mean)
+    expected = {}
+    for sid, keys in held.items():
+        bonus = 0.0
+        for entity, weight in entities.items():
+            if g.titles[g.position[sid]] and g.titles[g.position[sid]].lower() == entity:
+                bonus = max(bonus, ctx.title_weight)
+            if f"e:{entity}" in keys:
+                bonus += ctx.mention_weight * weight / math.log(n)
+        expected[sid] = (ctx.bm25_weight * (bm[sid] - mean) / std + bonus) * trust
+    lexical = Lexical(g, ctx, terms, entities, trust)
+    got = {sid: lexical.at(g.position[sid]) for sid in held}
+    assert max(abs(got[s] - expected[s]) for s in held) < 1e-9
+    assert len(lexical.where) < n  # held sparsely: scenes without a query term or entity share `rest`
+    assert lexical.rest < 0
+    best = lexical.best(8)
+    assert [g.ids[p] for p in best] == sorted((s for s in held if expected[s] > 0), key=lambda s: -expected[s])[:8]
+
+
+def test_top_breaks_ties_by_position():
+    from nodes.resonate import _top
+
+    scores = np.array([0.5, 2.0, 0.5, 2.0, 0.0, 0.5, -1.0])
+    assert _top(scores, 3) == [1, 3, 0]
+    assert _top(scores, 10) == [1, 3, 0, 2, 5]  # never a score <= 0
+    many = np.tile([1.0, 0.25, 1.0, 3.0], 100)  # long enough for numpy's unstable sorts to reorder ties
+    assert _top(many, 120) == [3 + 4 * i for i in range(100)] + [4 * (i // 2) + 2 * (i % 2) for i in range(20)]
+
+
 def test_query_entities_resolve_titles_against_memory(graph):
     found = graph.query_entities("Where was the director of the film Gaby: A True Story born?")
     assert "gaby a true story" in found
