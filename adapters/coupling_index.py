@@ -930,9 +930,7 @@ class CouplingGraph:
         f = np.concatenate(counts).astype(float)
         den = BM25_K1 * (1 - BM25_B + BM25_B * self._lengths[r] / avg)
         scores = np.concatenate(idfs) * f * (BM25_K1 + 1) / (f + den)
-        where, total = _sum_by_position(r, scores, self.size)
-        held = total > 0  # a removed scene's zeroed base row holds its terms with count 0
-        return where[held], total[held]
+        return _sum_by_position(r, scores, self.size)  # a removed scene's zeroed base row sums to 0: left out
 
     def entity_bonus(self, entities: dict[str, float], title_weight: float, mention_weight: float) -> np.ndarray:
         """`entity_bonus_at` spread out over every position."""
@@ -1034,14 +1032,16 @@ class CouplingGraph:
 
 
 def _sum_by_position(positions: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Values summed per position, as (positions ascending, sums): by sorting when they are few against memory's
-    size, by counting into an array of that size when they are many (each in input order, so both give the same
-    sums)."""
+    """Values summed per position, as (positions ascending, sums), leaving out positions whose sum is 0: by
+    sorting when they are few against memory's size, by counting into an array of that size when they are many
+    (each sums in input order, so both give the same sums)."""
     if len(positions) * 16 < size:
         where, inverse = np.unique(positions, return_inverse=True)
-        return where, np.bincount(inverse, weights=values, minlength=len(where))
+        total = np.bincount(inverse, weights=values, minlength=len(where))
+        kept = np.flatnonzero(total)
+        return where[kept], total[kept]
     total = np.bincount(positions, weights=values, minlength=size)
-    where = np.flatnonzero(np.bincount(positions, minlength=size))
+    where = np.flatnonzero(total)
     return where, total[where]
 
 
