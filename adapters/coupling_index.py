@@ -22,9 +22,9 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from urllib.parse import quote
 
@@ -408,8 +408,8 @@ class CouplingIndex:
                 if held_chunk:
                     marks = ",".join("?" * len(held_chunk))
                     # Its keys' names stay in key_name: a name no scene holds costs a row, never query time.
-                    self._db.execute(f"DELETE FROM scene_key WHERE scene IN (SELECT n FROM scene WHERE id IN ({marks}))",
-                                     held_chunk)
+                    self._db.execute("DELETE FROM scene_key WHERE scene IN "
+                                     f"(SELECT n FROM scene WHERE id IN ({marks}))", held_chunk)
                     self._db.execute(f"DELETE FROM scene WHERE id IN ({marks})", held_chunk)
             self._db.executemany("INSERT INTO removed (id) VALUES (?)", [(sid,) for sid in present])
             if vectors:
@@ -584,7 +584,7 @@ class CouplingIndex:
             return g.ready()
 
     def _text_rows(self, rows: list[tuple[int, str, str | None]]) -> list[tuple[str, str, int]]:
-        """(scene id, key, count) of a schema-3/4 index read as it is, in key order (see `CouplingGraph.add_key_block`)."""
+        """(scene id, key, count) of a schema-3/4 index read as it is, in key order (`CouplingGraph.add_key_block`)."""
         found: list[tuple[str, str, int]] = []
         ids = [sid for _, sid, _ in rows]
         for start in range(0, len(ids), 500):
