@@ -19,10 +19,12 @@ import math
 import os
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from urllib.parse import quote
 
@@ -33,11 +35,15 @@ from state.errors import SceneMindError, StoreBusy, StoreDamaged, StoreFull, Sto
 from adapters.coupling_spread import Couplings, local_spread
 from adapters.lexicon import capitalised_spans, is_stop, norm, title_aliases, words
 
+# scene_key holds integers: the scene's row number in `scene` and the key's id in `key_name` (the key text once
+# per distinct key). At 1M scenes the text form was 61M (scene id, key text) rows, a 7.7 GB file, and reading
+# them as Python strings was half of a cold graph load. WITHOUT ROWID: the table is its primary key's b-tree
+# (a rowid table keeps the rows and a copy of the key in an index). Nothing queries by key, so no key index.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scene (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, title TEXT);
-CREATE TABLE IF NOT EXISTS scene_key (scene_id TEXT NOT NULL, key TEXT NOT NULL, tf INTEGER NOT NULL DEFAULT 1,
-                                      PRIMARY KEY (scene_id, key));
-CREATE INDEX IF NOT EXISTS scene_key_by_key ON scene_key (key);
+CREATE TABLE IF NOT EXISTS key_name (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS scene_key (scene INTEGER NOT NULL, key INTEGER NOT NULL, tf INTEGER NOT NULL DEFAULT 1,
+                                      PRIMARY KEY (scene, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS moments (id INTEGER PRIMARY KEY CHECK (id = 1), count INTEGER, dim INTEGER,
                                     total BLOB, "outer" BLOB);
 CREATE TABLE IF NOT EXISTS removing (id TEXT PRIMARY KEY, vector BLOB);
@@ -47,9 +53,9 @@ CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TE
 # Serial numbers follow commit order because writers hold the memory's writer lock while they commit.
 SCHEMA_POSTGRES = """
 CREATE TABLE IF NOT EXISTS scene (n BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT);
-CREATE TABLE IF NOT EXISTS scene_key (scene_id TEXT NOT NULL, key TEXT NOT NULL, tf INTEGER NOT NULL DEFAULT 1,
-                                      PRIMARY KEY (scene_id, key));
-CREATE INDEX IF NOT EXISTS scene_key_by_key ON scene_key (key);
+CREATE TABLE IF NOT EXISTS key_name (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS scene_key (scene BIGINT NOT NULL, key INTEGER NOT NULL, tf INTEGER NOT NULL DEFAULT 1,
+                                      PRIMARY KEY (scene, key));
 CREATE TABLE IF NOT EXISTS moments (id INTEGER PRIMARY KEY CHECK (id = 1), count BIGINT, dim INTEGER,
                                     total BYTEA, "outer" BYTEA);
 CREATE TABLE IF NOT EXISTS removing (id TEXT PRIMARY KEY, vector BYTEA);
@@ -61,8 +67,11 @@ LOAD_BLOCK = 5_000  # scenes read into the graph at a time when it catches up (t
 # 3: Russian keys are lemmas (adapters/lexicon.py); an older index keys Russian by surface form.
 # 4: scenes can be removed: `removing` journals a removal in flight (with the vector the moments must lose),
 #    `removed` logs each one so other processes' graphs catch up. A schema-3 index gains both tables on open.
-SCHEMA_VERSION = 4
-MIGRATES = {3}  # older versions this one opens (adding what it lacks); anything else is rebuilt by repair
+# 5: scene_key holds (scene row number, key id, count) and `key_name` the key texts. A writable open migrates a
+#    schema-3/4 index in place (`_migrate_keys`); a read-only one reads its text rows as they are.
+SCHEMA_VERSION = 5
+MIGRATES = {3, 4}  # older versions this one opens (adding what it lacks); anything else is rebuilt by repair
+MIGRATE_BLOCK = 20_000  # scenes whose rows a migration converts per statement (one step of its progress bar)
 
 
 @dataclass
@@ -140,6 +149,7 @@ class CouplingIndex:
         self._graph = CouplingGraph()
         self._still = HeldStill()
         self.writable = writable
+        self._text_keys = False  # a schema-3/4 index opened read-only: scene_key rows are (scene id, key text)
         self._db = self._open(writable)
 
     @property
@@ -166,8 +176,11 @@ class CouplingIndex:
                 db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
                 self._check_version(db)
+                if _keys_as_text(db):
+                    self._migrate_keys(db)
                 db.executescript(SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._text_keys = False
                 return db
             if not self.path.exists() or self.path.stat().st_size == 0:
                 return self._empty()  # no index (or a 0-byte one) reads as an empty index; open's check names it
@@ -176,6 +189,9 @@ class CouplingIndex:
                 db.close()
                 return self._empty()
             self._check_version(db)
+            # An older index is read as it is (a reader must not write, and may lack the right to): the next
+            # writable open migrates it, and this reader's catch-up follows (`_catch_up` looks again).
+            self._text_keys = _keys_as_text(db)
             return db
 
     def _open_postgres(self) -> sqlite3.Connection:
@@ -189,10 +205,64 @@ class CouplingIndex:
                 self._check_version(db)
             with db:
                 db.execute("SELECT pg_advisory_xact_lock(?, ?)", SETUP_LOCK)  # first opens must not race
+                if _keys_as_text(db, postgres=True):  # any open migrates, as any open makes the tables
+                    self._migrate_keys(db)
                 db.executescript(SCHEMA_POSTGRES)
-                db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (name) DO NOTHING",
-                           (str(SCHEMA_VERSION),))
+                # _check_version let only this version or an older one it migrates through
+                db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (name) DO UPDATE SET value = "
+                           "excluded.value", (str(SCHEMA_VERSION),))
         return db  # type: ignore[return-value]  # the slice of sqlite3's API the index uses
+
+    def _migrate_keys(self, db: sqlite3.Connection) -> None:
+        """A schema-3/4 scene_key (scene id, key text) rewritten as (scene number, key id), in one transaction.
+
+        One transaction rather than a copy built beside and moved over (as `rebuild` does): a SIGKILL at any
+        point leaves the old index whole (the rerun starts over), other processes keep their connection to
+        the same file (a moved-over file would leave them reading the old one), and writers wait on the
+        database's own lock meanwhile. SQLite then compacts the file (VACUUM, its own transaction: killed,
+        the migrated file stays whole, only larger). In PostgreSQL it runs inside the caller's transaction,
+        which holds SETUP_LOCK.
+        """
+        from tqdm import tqdm
+
+        last, scenes = db.execute("SELECT COALESCE(MAX(n), 0), COUNT(*) FROM scene").fetchone()
+        if not self.url:
+            db.execute("BEGIN IMMEDIATE")  # writers wait from here: no scene can change under the copy
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS key_name " + (  # (executescript would commit first)
+                "(id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE)" if self.url else
+                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)"))
+            db.execute("INSERT INTO key_name (name) SELECT DISTINCT key FROM scene_key")
+            db.execute("CREATE TABLE scene_key_ids " + (
+                "(scene BIGINT NOT NULL, key INTEGER NOT NULL, tf INTEGER NOT NULL DEFAULT 1, "
+                "PRIMARY KEY (scene, key))" if self.url else
+                "(scene INTEGER NOT NULL, key INTEGER NOT NULL, tf INTEGER NOT NULL DEFAULT 1, "
+                "PRIMARY KEY (scene, key)) WITHOUT ROWID"))
+            with tqdm(total=scenes, desc=f"couplings: migrating {self.where} to key ids", unit="scene",
+                      file=sys.stderr, disable=not scenes) as bar:
+                for low in range(0, last, MIGRATE_BLOCK):
+                    high = low + MIGRATE_BLOCK
+                    db.execute("INSERT INTO scene_key_ids (scene, key, tf) SELECT s.n, k.id, o.tf FROM scene s "
+                               "JOIN scene_key o ON o.scene_id = s.id JOIN key_name k ON k.name = o.key "
+                               "WHERE s.n > ? AND s.n <= ? ORDER BY s.n, k.id", (low, high))
+                    bar.update(db.execute("SELECT COUNT(*) FROM scene WHERE n > ? AND n <= ?",
+                                          (low, high)).fetchone()[0])
+            db.execute("DROP TABLE scene_key")  # with its indexes (scene_key_by_key: nothing queried by key)
+            db.execute("ALTER TABLE scene_key_ids RENAME TO scene_key")
+            if not self.url:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+        except BaseException:
+            if not self.url and db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if not self.url:
+            print(f"couplings: compacting {self.path} (VACUUM)", file=sys.stderr)
+            try:
+                db.execute("VACUUM")  # the text rows' pages back to the file system
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.OperationalError as exc:  # busy or full: migrated and correct, only not compacted
+                print(f"couplings: {self.path} migrated but not compacted ({exc})", file=sys.stderr)
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """Read without writing a byte: mode=ro, or immutable when not even the WAL's -shm can be made."""
@@ -281,11 +351,22 @@ class CouplingIndex:
             if not fresh:
                 return 0
             self._db.executemany("INSERT INTO scene (id, title) VALUES (?, ?)", [(r.id, r.title) for r in fresh])
-            self._db.executemany("INSERT INTO scene_key (scene_id, key, tf) VALUES (?, ?, ?) "
-                                 "ON CONFLICT DO NOTHING",
-                                 [(r.id, k, tf) for r in fresh for k, tf in r.keys.items()])
+            number = dict(self._select_in("SELECT id, n FROM scene WHERE id IN ({marks})", [r.id for r in fresh]))
+            key_id = self._key_ids({k for r in fresh for k in r.keys})
+            self._db.executemany("INSERT INTO scene_key (scene, key, tf) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                                 [(number[r.id], key_id[k], tf) for r in fresh for k, tf in r.keys.items()])
             self._add_moments(np.stack([r.vector for r in fresh]).astype(np.float64))
         return len(fresh)
+
+    def _key_ids(self, names: set[str]) -> dict[str, int]:
+        """Each key's id, new keys given the next ids. Only missing keys are inserted: an insert that meets a
+        conflict still draws a number from PostgreSQL's sequence, and readers index their key maps by id."""
+        found = dict(self._select_in("SELECT name, id FROM key_name WHERE name IN ({marks})", sorted(names)))
+        missing = sorted(names - found.keys())
+        if missing:
+            self._db.executemany("INSERT INTO key_name (name) VALUES (?)", [(k,) for k in missing])
+            found.update(self._select_in("SELECT name, id FROM key_name WHERE name IN ({marks})", missing))
+        return found
 
     def journal_removal(self, vectors: dict[str, np.ndarray | None]) -> None:
         """Record scenes about to be removed, with the vectors the moments must lose (before the store forgets them).
@@ -326,7 +407,9 @@ class CouplingIndex:
                 held_chunk = [sid for sid in chunk if sid in held]
                 if held_chunk:
                     marks = ",".join("?" * len(held_chunk))
-                    self._db.execute(f"DELETE FROM scene_key WHERE scene_id IN ({marks})", held_chunk)
+                    # Its keys' names stay in key_name: a name no scene holds costs a row, never query time.
+                    self._db.execute("DELETE FROM scene_key WHERE scene IN "
+                                     f"(SELECT n FROM scene WHERE id IN ({marks}))", held_chunk)
                     self._db.execute(f"DELETE FROM scene WHERE id IN ({marks})", held_chunk)
             self._db.executemany("INSERT INTO removed (id) VALUES (?)", [(sid,) for sid in present])
             if vectors:
@@ -370,6 +453,7 @@ class CouplingIndex:
             # The removal log is kept: other processes' graphs catch up with a rebuild as with any change.
             gone = [(sid,) for (sid,) in self._db.execute("SELECT id FROM scene").fetchall()]
             self._db.executemany("INSERT INTO removed (id) VALUES (?)", gone)
+            # key_name stays: other processes' graphs map key ids they have read already.
             for table in ("scene_key", "scene", "moments", "removing"):
                 self._db.execute(f"DELETE FROM {table}")
             added = sum(self.add(batch) for batch in batches)
@@ -458,6 +542,8 @@ class CouplingIndex:
                 # One snapshot: the removal log and the scene rows agree (PostgreSQL's default reads per statement).
                 self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if self.url else "BEGIN")
             try:
+                if self._text_keys and not self.url:
+                    self._text_keys = _keys_as_text(self._db)  # migrated since by a writer: ids from now on
                 last = self._db.execute("SELECT COALESCE(MAX(n), 0) FROM scene").fetchone()[0]
                 removals = self._has_removals()
                 last_removed = (self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM removed").fetchone()[0]
@@ -474,18 +560,21 @@ class CouplingIndex:
                     # A cold start reads all of memory: a block at a time, so only one block's rows live as Python
                     # objects at once (100k scenes read whole peaked 1 GB above the graph); the graph keeps each
                     # block as arrays and builds its base once, when it is next used.
+                    if not self._text_keys:  # key names this graph has not seen (a cold load: all of them)
+                        g.learn_keys(self._db.execute("SELECT id, name FROM key_name WHERE id > ? ORDER BY id",
+                                                      (g.loaded_key,)).fetchall())
                     for block in range(0, len(new), LOAD_BLOCK):
                         rows = new[block : block + LOAD_BLOCK]
-                        found: list[tuple[str, str, int]] = []
-                        ids = [sid for _, sid, _ in rows]
-                        for start in range(0, len(ids), 500):
-                            chunk = ids[start : start + 500]
-                            # In key order: a scene's entities keep one order (bridges break ties by it), so
-                            # every process, on SQLite's index order or PostgreSQL's heap, plans the same probes.
-                            found.extend(self._db.execute(
-                                    "SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN "
-                                    f"({','.join('?' * len(chunk))}) ORDER BY scene_id, key", chunk))
-                        g.add_block([(sid, title) for _, sid, title in rows], found)
+                        if self._text_keys:
+                            g.add_block([(sid, title) for _, sid, title in rows], self._text_rows(rows))
+                            continue
+                        # Rows of the block's number range (numbers rise with `scene`'s, so a range scan of the
+                        # primary key) as integers: no string per row.
+                        found = self._db.execute("SELECT scene, key, tf FROM scene_key WHERE scene >= ? AND "
+                                                 "scene <= ?", (rows[0][0], rows[-1][0])).fetchall()
+                        flat = np.fromiter(chain.from_iterable(found), dtype=np.int64, count=3 * len(found))
+                        del found
+                        g.add_key_block(rows, flat[0::3], flat[1::3], flat[2::3])
                     g.loaded_n, changed = last, True
                 if changed:
                     g.set_moments(*(self._read_moments() or (0, None, None)))
@@ -493,6 +582,16 @@ class CouplingIndex:
                 if began:
                     self._db.execute("COMMIT")
             return g.ready()
+
+    def _text_rows(self, rows: list[tuple[int, str, str | None]]) -> list[tuple[str, str, int]]:
+        """(scene id, key, count) of a schema-3/4 index read as it is, in key order (`CouplingGraph.add_key_block`)."""
+        found: list[tuple[str, str, int]] = []
+        ids = [sid for _, sid, _ in rows]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            found.extend(self._db.execute("SELECT scene_id, key, tf FROM scene_key WHERE scene_id IN "
+                                          f"({','.join('?' * len(chunk))}) ORDER BY scene_id, key", chunk))
+        return found
 
     def close(self) -> None:
         self._db.close()
@@ -524,6 +623,9 @@ class CouplingGraph:
         self.title_index: dict[str, list[int]] = {}
         self.loaded_n = 0  # the index's last scene row this graph holds
         self.loaded_removed = 0  # the index's last removal this graph has applied
+        self.loaded_key = 0  # the index's last key id this graph has learnt
+        self._key_kind = np.zeros(0, dtype=np.int8)  # by key id: 0 entity, 1 term, -1 neither (or no such id)
+        self._key_gid = np.zeros(0, dtype=np.int64)  # by key id: its entity or term id
         self.mean: np.ndarray | None = None
         self.second: np.ndarray | None = None
         self.count = 0  # scenes held (positions minus free ones)
@@ -556,59 +658,100 @@ class CouplingGraph:
         return len(self.ids)
 
     # --- changes ---------------------------------------------------------------------------
-    def add_block(self, scenes: Sequence[tuple[str, str | None]], rows: Sequence[tuple[str, str, int]]) -> None:
-        """Add many scenes at once: `scenes` (id, title) in position order, `rows` their (id, key, count).
+    def learn_keys(self, names: Sequence[tuple[int, str]]) -> None:
+        """Key ids of the index (id, name), ascending and above `loaded_key`: each id's kind and entity or term id.
 
-        The same graph as `add` per scene, built with array operations: per coupling only C-level passes
-        (dict lookups through `map`, numpy), Python code once per distinct key and scene, and the rows join
-        the base in one build at `ready` (a cold load is one pass, not a dict per scene and a merge of the
-        tail every block). When a scene is already held, a free position waits to be reused or a tail is
-        pending, it falls back to `add` per scene.
+        Names join the graph with no holders (as a removed scene's keys stay), so scene rows map to the graph
+        with one array lookup per block.
+        """
+        if not names:
+            return
+        top = names[-1][0]
+        if top >= len(self._key_kind):
+            grow = max(top + 1, 2 * len(self._key_kind)) - len(self._key_kind)
+            self._key_kind = np.concatenate([self._key_kind, np.full(grow, -1, dtype=np.int8)])
+            self._key_gid = np.concatenate([self._key_gid, np.zeros(grow, dtype=np.int64)])
+        kinds, gids = zip(*map(self._resolve, [name for _, name in names]))
+        at = np.fromiter((n for n, _ in names), dtype=np.int64, count=len(names))
+        self._key_kind[at] = np.asarray(kinds, dtype=np.int8)
+        self._key_gid[at] = np.asarray(gids, dtype=np.int64)
+        self.loaded_key = top
+
+    def add_key_block(self, scenes: Sequence[tuple[int, str, str | None]], scene: np.ndarray, key: np.ndarray,
+                      tf: np.ndarray) -> None:
+        """Add many scenes from the index's integer rows: `scenes` (number, id, title) in number order, and per
+        row its scene number, key id (learnt by `learn_keys`) and count.
+
+        Each scene's entities keep the order of their key text, as when the index held the text form and
+        was read `ORDER BY scene_id, key`: bridge probes break ties by it, so every process (on SQLite or
+        PostgreSQL, loaded cold or caught up) plans the same probes.
         """
         if not scenes:
             return
-        if self._free or self._tail or any(sid in self.position for sid, _ in scenes):
-            keys: dict[str, dict[str, int]] = {sid: {} for sid, _ in scenes}
-            for sid, key, tf in rows:
-                keys[sid][key] = tf
-            for sid, title in scenes:
-                self.add(sid, title, keys[sid])
-            self.ready()
+        numbers = np.fromiter((n for n, _, _ in scenes), dtype=np.int64, count=len(scenes))
+        local = np.searchsorted(numbers, scene)
+        held = (local < len(numbers)) & (numbers[np.minimum(local, len(numbers) - 1)] == scene)
+        local, key, tf = local[held], key[held], tf[held]
+        kind, gid = self._key_kind[key], self._key_gid[key]
+        entity = kind == 0
+        distinct, inverse = np.unique(gid[entity], return_inverse=True)
+        names = [self.entity_names[e] for e in distinct.tolist()]
+        by_name = np.empty(len(names), dtype=np.int64)
+        by_name[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+        rank = len(names) + gid  # terms after entities ("e:" < "t:"); their order within a scene is unseen
+        rank[entity] = by_name[inverse.reshape(-1)]
+        order = np.lexsort((rank, local))
+        self._add_rows([(sid, title) for _, sid, title in scenes], local[order], kind[order], gid[order],
+                       tf[order].astype(np.float64))
+
+    def add_block(self, scenes: Sequence[tuple[str, str | None]], rows: Sequence[tuple[str, str, int]]) -> None:
+        """Add many scenes at once: `scenes` (id, title) in position order, `rows` their (id, key, count), each
+        scene's keys in the order given (the text form of a schema-3/4 index read as it is)."""
+        if not scenes:
             return
-        first, count = len(self.ids), len(scenes)
         local = {sid: n for n, (sid, _) in enumerate(scenes)}
-        if len(local) != count:
+        if len(local) != len(scenes):
             raise ValueError("add_block: a scene id appears twice in one block")
         row_keys = [r[1] for r in rows]
-        row_scene = np.fromiter(map(local.__getitem__, [r[0] for r in rows]), dtype=np.int64, count=len(rows))
-        counts = np.fromiter([r[2] for r in rows], dtype=np.float64, count=len(rows))
         distinct = dict.fromkeys(row_keys)  # each key once, in first-seen order
         slot = dict(zip(distinct, range(len(distinct))))
+        kinds, gids = zip(*map(self._resolve, distinct)) if distinct else ((), ())
         row_key = np.fromiter(map(slot.__getitem__, row_keys), dtype=np.int64, count=len(row_keys))
-        holders = np.bincount(row_key, minlength=len(slot)).tolist()  # per distinct key, scenes in this block
-        # per distinct key: 0 entity, 1 term, -1 neither (as `add` ignores it); and its graph-wide id
-        kinds, gids = [-1] * len(slot), [0] * len(slot)
-        for n, key in enumerate(distinct):
-            if key.startswith("e:"):
-                eid = self.entity_id.setdefault(key[2:], len(self.entity_names))
-                if eid == len(self.entity_names):
-                    self.entity_names.append(key[2:])
-                    self.entity_df.append(0)
-                self.entity_df[eid] += holders[n]
-                kinds[n], gids[n] = 0, eid
-            elif key.startswith("t:"):
-                tid = self.term_id.setdefault(key[2:], len(self.term_df))
-                if tid == len(self.term_df):
-                    self.term_df.append(0)
-                self.term_df[tid] += holders[n]
-                kinds[n], gids[n] = 1, tid
-        gid = np.asarray(gids, dtype=np.int64)
-        row_kind = np.asarray(kinds, dtype=np.int8)[row_key]
+        self._add_rows(scenes, np.fromiter(map(local.__getitem__, [r[0] for r in rows]), dtype=np.int64,
+                                           count=len(rows)),
+                       np.asarray(kinds, dtype=np.int8)[row_key], np.asarray(gids, dtype=np.int64)[row_key],
+                       np.fromiter([r[2] for r in rows], dtype=np.float64, count=len(rows)))
+
+    def _add_rows(self, scenes: Sequence[tuple[str, str | None]], row_scene: np.ndarray, row_kind: np.ndarray,
+                  row_gid: np.ndarray, counts: np.ndarray) -> None:
+        """The same graph as `add` per scene, built with array operations: per coupling only C-level passes,
+        Python code once per distinct key and scene, and the rows join the base in one build at `ready` (a
+        cold load is one pass, not a dict per scene and a merge of the tail every block). When a scene is
+        already held, a free position waits to be reused or a tail is pending, it falls back to `add` per
+        scene. Rows: block-local scene, kind (0 entity, 1 term, -1 neither, ignored as `add` does), entity or
+        term id, count; a scene's keys keep the order given."""
+        if not scenes:
+            return
+        keep = row_kind >= 0
+        order = np.argsort(row_scene[keep], kind="stable")  # by scene, each scene's keys in row order
+        row_scene, row_kind, row_gid, counts = (a[keep][order] for a in (row_scene, row_kind, row_gid, counts))
+        first, count = len(self.ids), len(scenes)
+        if self._free or self._tail or any(sid in self.position for sid, _ in scenes):
+            bounds = np.searchsorted(row_scene, np.arange(count + 1)).tolist()
+            for n, (sid, title) in enumerate(scenes):
+                kind, gid, tf = (a[bounds[n] : bounds[n + 1]] for a in (row_kind, row_gid, counts))
+                self._add_resolved(sid, title, gid[kind == 0].tolist(),
+                                   dict(zip(gid[kind == 1].tolist(), tf[kind == 1].astype(np.int64).tolist())))
+            self.ready()
+            return
+        for k, df in ((0, self.entity_df), (1, self.term_df)):
+            ids, holders = np.unique(row_gid[row_kind == k], return_counts=True)
+            for i, h in zip(ids.tolist(), holders.tolist()):
+                df[i] += h
         parts = []
         for k in (0, 1):
             pick = np.flatnonzero(row_kind == k)
-            pick = pick[np.argsort(row_scene[pick], kind="stable")]  # by scene, each scene's keys in row order
-            parts.append((np.bincount(row_scene[pick], minlength=count), gid[row_key[pick]].astype(np.int32),
+            parts.append((np.bincount(row_scene[pick], minlength=count), row_gid[pick].astype(np.int32),
                           counts[pick].astype(np.float32)))
         (b_counts, b_ids, _), (t_counts, t_ids, t_values) = parts
         self._pending.append((first, b_counts, b_ids, t_counts, t_ids, t_values))
@@ -668,7 +811,34 @@ class CouplingGraph:
         if self._base_nnz > 1_000_000:
             _return_freed_memory()
 
+    def _resolve(self, key: str) -> tuple[int, int]:
+        """A key's kind (0 entity "e:", 1 term "t:", -1 neither) and its entity or term id (new ones join, unheld)."""
+        if key.startswith("e:"):
+            eid = self.entity_id.setdefault(key[2:], len(self.entity_names))
+            if eid == len(self.entity_names):
+                self.entity_names.append(key[2:])
+                self.entity_df.append(0)
+            return 0, eid
+        if key.startswith("t:"):
+            tid = self.term_id.setdefault(key[2:], len(self.term_df))
+            if tid == len(self.term_df):
+                self.term_df.append(0)
+            return 1, tid
+        return -1, 0
+
     def add(self, scene_id: str, title: str | None, keys: dict[str, int]) -> None:
+        entities: list[int] = []
+        terms: dict[int, int] = {}
+        for key, tf in keys.items():
+            kind, gid = self._resolve(key)
+            if kind == 0:
+                entities.append(gid)
+            elif kind == 1:
+                terms[gid] = tf
+        self._add_resolved(scene_id, title, entities, terms)
+
+    def _add_resolved(self, scene_id: str, title: str | None, entities: list[int], terms: dict[int, int]) -> None:
+        """Add one scene given its entity ids (in key order) and term ids with counts."""
         self._merge_pending()
         if scene_id in self.position:
             self.remove(scene_id)
@@ -682,22 +852,10 @@ class CouplingGraph:
         else:
             self.ids[pos], self.titles[pos] = scene_id, title
         self.position[scene_id] = pos
-        entities: list[int] = []
-        terms: dict[int, int] = {}
-        for key, tf in keys.items():
-            if key.startswith("e:"):
-                eid = self.entity_id.setdefault(key[2:], len(self.entity_names))
-                if eid == len(self.entity_names):
-                    self.entity_names.append(key[2:])
-                    self.entity_df.append(0)
-                self.entity_df[eid] += 1
-                entities.append(eid)
-            elif key.startswith("t:"):
-                tid = self.term_id.setdefault(key[2:], len(self.term_df))
-                if tid == len(self.term_df):
-                    self.term_df.append(0)
-                self.term_df[tid] += 1
-                terms[tid] = tf
+        for eid in entities:
+            self.entity_df[eid] += 1
+        for tid in terms:
+            self.term_df[tid] += 1
         length = float(sum(terms.values()))
         self._lengths[pos] = length
         self._total_length += length
@@ -1049,6 +1207,14 @@ def _dense(size: int, where: np.ndarray, values: np.ndarray) -> np.ndarray:
     out = np.zeros(size)
     out[where] = values
     return out
+
+
+def _keys_as_text(db: sqlite3.Connection, postgres: bool = False) -> bool:
+    """Whether scene_key holds the text form of schema 3/4: (scene id, key text, count)."""
+    if postgres:
+        return db.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                          "AND table_name = 'scene_key' AND column_name = 'scene_id'").fetchone() is not None
+    return any(col[1] == "scene_id" for col in db.execute("PRAGMA table_info(scene_key)"))
 
 
 def _return_freed_memory() -> None:

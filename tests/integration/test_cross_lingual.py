@@ -76,7 +76,7 @@ def test_an_index_from_before_russian_lemmas_is_refused_in_one_line_and_repair_r
     data_dir = str(tmp_path / "old_store")
     shutil.copytree(mixed_store, data_dir)
     db = sqlite3.connect(f"{data_dir}/couplings.sqlite")
-    db.execute("UPDATE scene_key SET key = 't:варшаве' WHERE key = 't:варшава'")
+    db.execute("UPDATE key_name SET name = 't:варшаве' WHERE name = 't:варшава'")
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
@@ -88,7 +88,7 @@ def test_an_index_from_before_russian_lemmas_is_refused_in_one_line_and_repair_r
 
     assert main(["--data-dir", data_dir, "--embedder", E5_SMALL, "repair"]) == 0
     db = sqlite3.connect(f"{data_dir}/couplings.sqlite")
-    keys = {k for (k,) in db.execute("SELECT key FROM scene_key")}
+    keys = {k for (k,) in db.execute("SELECT k.name FROM scene_key JOIN key_name k ON k.id = scene_key.key")}
     db.close()
     assert "t:варшава" in keys and "t:варшаве" not in keys
     assert ranked_titles(data_dir, "Какой сад есть в Варшаве?")[0] == "Варшава"

@@ -18,7 +18,7 @@ CORPUS = [("Варшава", "Варшава — столица Польши. В
 def keys_of(data_dir: str) -> set[str]:
     db = sqlite3.connect(f"{data_dir}/couplings.sqlite")
     try:
-        return {k for (k,) in db.execute("SELECT key FROM scene_key")}
+        return {k for (k,) in db.execute("SELECT k.name FROM scene_key JOIN key_name k ON k.id = scene_key.key")}
     finally:
         db.close()
 
@@ -28,7 +28,7 @@ def test_a_changed_keys_version_gets_a_new_store_that_keeps_the_vectors(tmp_path
     assert "3 added" in capfd.readouterr().err
     # An index from before lemmas, under the key of an older lexicon:
     db = sqlite3.connect(f"{first}/couplings.sqlite")
-    db.execute("UPDATE scene_key SET key = 't:варшаве' WHERE key = 't:варшава'")
+    db.execute("UPDATE key_name SET name = 't:варшаве' WHERE name = 't:варшава'")
     db.commit()
     db.close()
     monkeypatch.setattr("adapters.lexicon.KEYS_VERSION", 99)

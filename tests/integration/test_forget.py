@@ -63,7 +63,7 @@ def state_of(mem: Memory) -> dict:
                      for sid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"])}
     with closing(sqlite3.connect(str(mem.data_dir / "couplings.sqlite"))) as db:
         out["index"] = {r[0] for r in db.execute("SELECT id FROM scene")}
-        out["keys"] = set(db.execute("SELECT scene_id, key, tf FROM scene_key"))
+        out["keys"] = set(db.execute("SELECT s.id, k.name, sk.tf FROM scene_key sk JOIN scene s ON s.n = sk.scene JOIN key_name k ON k.id = sk.key"))
         out["pending"] = db.execute("SELECT COUNT(*) FROM removing").fetchone()[0]
     out["moments"] = mem.couplings._read_moments()
     return out

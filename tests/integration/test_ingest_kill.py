@@ -67,7 +67,7 @@ def _couplings(data_dir: Path) -> tuple[set[str], set[tuple[str, str]]]:
     db = sqlite3.connect(str(data_dir / "couplings.sqlite"))
     try:
         scenes = {r[0] for r in db.execute("SELECT id FROM scene")}
-        keys = set(db.execute("SELECT scene_id, key FROM scene_key").fetchall())
+        keys = set(db.execute("SELECT s.id, k.name FROM scene_key sk JOIN scene s ON s.n = sk.scene JOIN key_name k ON k.id = sk.key").fetchall())
         # A primary key forbids doubles already; check the raw row count anyway.
         assert db.execute("SELECT COUNT(*) FROM scene_key").fetchone()[0] == len(keys)
     finally:

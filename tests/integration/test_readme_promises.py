@@ -100,7 +100,7 @@ def test_couplings_index_is_wal_and_other_processes_read_during_a_write(tmp_path
     # A writer holds the database exclusively, mid-transaction (as an ingest's commit does): readers in
     # other processes neither wait nor fail, and see the last committed state.
     writer.execute("BEGIN EXCLUSIVE")
-    writer.execute("DELETE FROM scene_key WHERE scene_id = (SELECT id FROM scene ORDER BY n LIMIT 1)")
+    writer.execute("DELETE FROM scene_key WHERE scene = (SELECT MIN(n) FROM scene)")
     writer.execute("DELETE FROM scene WHERE n = (SELECT MIN(n) FROM scene)")
     try:
         during = read_in_other_processes()

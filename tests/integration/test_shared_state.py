@@ -198,7 +198,7 @@ def shared_state(store_url: str, state_url: str) -> dict:
                          for sid, doc, meta in zip(res["ids"], res["documents"], res["metadatas"])}
     with psycopg.connect(state_url) as conn:
         out["index"] = {r[0] for r in conn.execute("SELECT id FROM scene")}
-        out["keys"] = set(conn.execute("SELECT scene_id, key, tf FROM scene_key").fetchall())
+        out["keys"] = set(conn.execute("SELECT s.id, k.name, sk.tf FROM scene_key sk JOIN scene s ON s.n = sk.scene JOIN key_name k ON k.id = sk.key").fetchall())
         out["pending"] = conn.execute("SELECT COUNT(*) FROM removing").fetchone()[0]
         count, total = conn.execute("SELECT count, total FROM moments").fetchone()
     out["moments"] = (count, np.frombuffer(total, dtype=np.float64))
