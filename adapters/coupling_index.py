@@ -72,6 +72,9 @@ LOAD_BLOCK = 5_000  # scenes read into the graph at a time when it catches up (t
 SCHEMA_VERSION = 5
 MIGRATES = {3, 4}  # older versions this one opens (adding what it lacks); anything else is rebuilt by repair
 MIGRATE_BLOCK = 20_000  # scenes whose rows a migration converts per statement (one step of its progress bar)
+# What a PostgreSQL `meta` records of the memory its couplings describe (`SceneStore.identity`), compared on every
+# open with a store; `store` (the URL it was recorded through, without a password) is only named in messages.
+IDENTITY = ("embedder", "dim", "scenes_collection")
 
 
 @dataclass
@@ -150,6 +153,7 @@ class CouplingIndex:
         self._still = HeldStill()
         self.writable = writable
         self._text_keys = False  # a schema-3/4 index opened read-only: scene_key rows are (scene id, key text)
+        self._identity: dict[str, str] | None = None  # the memory this process opened it for (`bind`)
         self._db = self._open(writable)
 
     @property
@@ -297,6 +301,68 @@ class CouplingIndex:
                                    f"{version}, this one reads {SCHEMA_VERSION}): run {self._repair} to rebuild "
                                    "it from the stored scenes")
 
+    # --- which memory ----------------------------------------------------------------------
+    def bind(self, identity: dict[str, str], store_where: str) -> None:
+        """Refuse a PostgreSQL database that holds another memory's couplings (another embedder's scenes, another
+        store or collection); record this memory's identity on a writable open when none is recorded yet (a
+        database from before identities is adopted). A SQLite index lives in its store's data dir: nothing here.
+        """
+        if not self.url:
+            return
+        self._identity = {**{k: identity[k] for k in IDENTITY}, "store": store_where}
+        problem = self.identity_problem(self._identity)
+        if problem:
+            raise StoreUnavailable(problem)
+        if self.writable:
+            self._record_identity()
+
+    def recorded_identity(self) -> dict[str, str]:
+        if not self.url:
+            return {}
+        keys = (*IDENTITY, "store")
+        with self._lock, self._sql():
+            rows = self._db.execute(f"SELECT name, value FROM meta WHERE name IN ({', '.join('?' * len(keys))})",
+                                    keys).fetchall()
+        return dict(rows)
+
+    def identity_problem(self, identity: dict[str, str]) -> str | None:
+        """Why these couplings do not describe the memory `identity` names, as one line; None when they do
+        (or record nothing yet)."""
+        recorded = self.recorded_identity()
+        if not recorded or all(recorded.get(k) == identity.get(k) for k in IDENTITY):
+            return None
+
+        def side(ident: dict[str, str]) -> str:
+            return (f"embedder {ident.get('embedder')!r} (dim {ident.get('dim')}), scenes collection "
+                    f"{ident.get('scenes_collection')} at {ident.get('store')}")
+
+        from adapters.postgres import redact
+
+        repair = f"`scenemind --store-url {identity.get('store')} --state-url {redact(self.url)} repair`"
+        return (f"the couplings in {self.where} describe another memory ({side(recorded)}), not this store "
+                f"({side(identity)}): point --state-url at another database, or run {repair} to rebuild the "
+                "couplings for this store")
+
+    def _record_identity(self, replace: bool = False) -> None:
+        """Write this memory's identity into `meta` (with `replace`, over another's: a repair rebuilt for it)."""
+        if not self.url or self._identity is None:
+            return
+        if not replace and self.recorded_identity():
+            return
+        conflict = "DO UPDATE SET value = excluded.value" if replace else "DO NOTHING"
+        with self._lock, self._sql(), self._db:
+            self._db.executemany(f"INSERT INTO meta VALUES (?, ?) ON CONFLICT (name) {conflict}",
+                                 list(self._identity.items()))
+        problem = self.identity_problem(self._identity)  # another first writer may have recorded its own
+        if problem:
+            raise StoreUnavailable(problem)
+
+    def record_identity(self, identity: dict[str, str], store_where: str) -> None:
+        """Record `identity` over whatever was recorded (a repair that made these couplings describe it)."""
+        if self.url:
+            self._identity = {**{k: identity[k] for k in IDENTITY}, "store": store_where}
+            self._record_identity(replace=True)
+
     def make_writable(self) -> None:
         """Reopen for writing (an ingest in a process that opened the index to read).
 
@@ -309,6 +375,7 @@ class CouplingIndex:
                     self._db.close()
                     self._db = self._open(True)
                 self.writable = True
+                self._record_identity()  # a database from before identities is adopted by its next writer
 
     @contextmanager
     def _sql(self) -> Iterator[None]:

@@ -31,6 +31,7 @@ import numpy as np
 from adapters.coupling_index import SceneRow, open_couplings
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
+from adapters.postgres import redact
 from adapters.scene_store import FINGERPRINT_TEXTS, SceneStore
 from adapters.sources import SceneRecord, with_source
 from adapters.store_lock import WriterLock, writer_lock
@@ -116,6 +117,8 @@ class Memory:
         self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create,
                                 fingerprint=fingerprint, lock=self.lock)
         self.couplings = open_couplings(self.data_dir, state_url, writable=create)
+        # Couplings in PostgreSQL outlive any folder: refuse a database filled for another memory before using it.
+        self.couplings.bind(self.store.identity(), redact(store_url))
         self._write_lock = threading.Lock()
         self._entity_vectors: dict[str, np.ndarray] = {}
         self._scene_cache: dict[str, CachedScene] = {}
@@ -338,6 +341,13 @@ class Memory:
                 self._scene_cache.clear()
             self._scene_cache.update(fresh)
         return {sid: found[sid] for sid in ids if sid in found}
+
+    @property
+    def where(self) -> str:
+        """Where the memory is, for messages: the data dir, or the servers (no password)."""
+        if not self.store_url:
+            return str(self.data_dir)
+        return f"the Chroma server {redact(self.store_url)} + {self.couplings.where}"
 
     def stats(self) -> dict[str, object]:
         scenes, links = self.couplings.count()

@@ -29,6 +29,7 @@ from adapters.coupling_index import SceneRow, open_couplings
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
 from adapters.memory import memory_lock, passage_text
+from adapters.postgres import redact
 from adapters.scene_store import FINGERPRINT_TEXTS, KINDS, SceneStore
 from state.errors import EmbedderMismatch, SceneMindError, StoreDamaged, StoreUnavailable
 
@@ -133,6 +134,9 @@ def check(data_dir: str, embedder_spec: str, store_url: str = "", state_url: str
     try:
         index = open_couplings(data, state_url)
         health.index_at = index.where
+        other = index.identity_problem(store.identity()) if store_ids is not None else None
+        if other:
+            health.problems.append(other)
         index_ids = index.all_ids()
         health.indexed = len(index_ids)
         health.forgetting = index.pending_removals()
@@ -229,7 +233,7 @@ def repair(data_dir: str, embedder_spec: str, store_url: str = "", state_url: st
             if unreadable:
                 store.rebuild(kind, {})
                 report.dropped_kinds.append(kind)
-        report.index_rebuilt, report.lost, moved = _repair_index(data, items, say, state_url)
+        report.index_rebuilt, report.lost, moved = _repair_index(data, items, say, state_url, store)
         report.moved_aside += moved
     return report
 
@@ -255,11 +259,16 @@ def _scene_items(store: SceneStore, ids: list[str], embedder: Embedder,
 
 
 def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[str], None],
-                  state_url: str = "") -> tuple[bool, list[str], list[str]]:
-    """(rebuilt, lost scenes, files moved aside): the index rebuilt from the store unless it agrees already."""
+                  state_url: str = "", store: SceneStore | None = None) -> tuple[bool, list[str], list[str]]:
+    """(rebuilt, lost scenes, files moved aside): the index rebuilt from the store unless it agrees already.
+
+    A PostgreSQL database filled for another memory is rebuilt even when its scene ids agree (the same texts
+    embedded by another embedder: their moments are another space's), and then records this store as its memory.
+    """
     path = data / "couplings.sqlite"
     moved: list[str] = []
     known: dict[str, str | None] = {}
+    identity = store.identity() if store is not None and state_url else None
     try:
         index = open_couplings(data, state_url, writable=True)
         with index._sql():
@@ -268,7 +277,13 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
         # A forget killed after the store let go of its scenes: they are being forgotten, not lost.
         forgetting = set(index.pending_removals())
         known = {sid: title for sid, title in known.items() if sid not in forgetting}
-        if set(known) == set(items) and (moments is None) == (not items):
+        other = identity is not None and index.identity_problem(identity) is not None
+        if other:
+            say(f"the couplings in {index.where} describe another memory: rebuilding them for this store")
+            known = {}  # another memory's scenes are not this store's losses
+        if not other and set(known) == set(items) and (moments is None) == (not items):
+            if identity is not None:  # a database from before identities, or a store whose collection was rebuilt
+                index.record_identity(identity, redact(store.store_url))
             return False, [], moved
     except SceneMindError:
         if state_url:
@@ -290,5 +305,7 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
                    for sid in ids[start : start + 512]]
 
     index.rebuild(batches())
+    if identity is not None:  # after the rebuild: one killed half-way leaves the old couplings and their identity
+        index.record_identity(identity, redact(store.store_url))
     index.close()
     return True, lost, moved

@@ -37,7 +37,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     took = time.perf_counter() - start
     print(f"{report.records} records: {report.added} added, {report.already_present} already present, "
           f"{report.removed} removed (gone from their file) "
-          f"-> {report.scenes} scenes, {report.couplings} couplings in {ctx.data_dir} ({took:.1f}s)")
+          f"-> {report.scenes} scenes, {report.couplings} couplings in {mem.where} ({took:.1f}s)")
     if report.rewritten:
         print(f"  {report.rewritten} of them were stored but their vectors did not read back: written again")
     if report.kept_stored:

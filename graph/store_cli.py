@@ -60,7 +60,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     # and a rerun of that forget would then say "nothing to forget".
     mem = open_memory(ctx.data_dir, ctx.embedder, store_url=ctx.store_url, state_url=ctx.state_url, verify=False)
     report = mem.forget(source=source_names(args.source or []), scene_ids=args.scene or [])
-    print(f"forgot {report.removed} scenes -> {report.scenes} scenes left in {ctx.data_dir}")
+    print(f"forgot {report.removed} scenes -> {report.scenes} scenes left in {mem.where}")
     if report.formulas_rewritten or report.formulas_dropped:
         print(f"  formulas: {report.formulas_rewritten} lost a citation, {report.formulas_dropped} dropped "
               "(their chain broke)")

@@ -83,6 +83,8 @@ def test_processes_sharing_only_the_servers_answer_as_one_process_and_follow_eac
         assert mandoki, reference[DEMO_QUESTION]["citations"]
         gone = scenemind(reader, "forget", "--source", str(path), **shared)
         assert gone.returncode == 0 and "forgot 20 scenes" in gone.stdout, gone.stderr[-2000:]
+        # where the memory is: the servers, not the folder this process ran in
+        assert f"scenes left in the Chroma server {store.url} + PostgreSQL {pg_url}" in gone.stdout, gone.stdout
         assert "Mexico City" not in chat(service.url, DEMO_QUESTION)
         back = scenemind(writer, "ingest", "--quiet", str(path), **shared)
         assert back.returncode == 0 and "20 added" in back.stdout
@@ -109,6 +111,7 @@ def test_one_writer_among_processes_on_any_folder_and_check_and_repair_there(tmp
         # Free again: the same ingest goes through, from another folder.
         done = scenemind(tmp_path / "b", "ingest", "--quiet", str(path), **shared)
         assert done.returncode == 0 and "4 added" in done.stdout, done.stderr[-2000:]
+        assert f"couplings in the Chroma server {store.url} + PostgreSQL {pg_url} (" in done.stdout, done.stdout
         # check reads the index in PostgreSQL; a lost index is rebuilt there by repair, from any folder.
         checked = scenemind(tmp_path / "c", "check", **shared)
         assert checked.returncode == 0 and "couplings index: PostgreSQL postgresql://" in checked.stdout
