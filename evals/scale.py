@@ -778,8 +778,25 @@ def table(results: dict[str, Any]) -> str:
                           f"{h.get('max_neighbors', '?')} | {b['load'][0]}-{b['load'][1]} |")
         elif b:
             builds.append(f"| {int(size):,} | {b.get('aborted') or b.get('error')} |")
-    return "\n".join(lines + ["", "Mean ms per question in each stage (summed over the question's resonances):", ""]
-                     + stages + ["", "Bulk build (precomputed vectors):", ""] + builds)
+    out = (lines + ["", "Mean ms per question in each stage (summed over the question's resonances):", ""]
+           + stages + ["", "Bulk build (precomputed vectors):", ""] + builds)
+    reals = []
+    for size, row in results["sizes"].items():
+        r, q = row.get("real", {}), row.get("query_real", {})
+        if "seconds" in r:
+            lat, cos = q.get("latency_ms", {}), r.get("summed_vs_real_cosine", {})
+            recall = _recall(q["recall"]) if "recall" in q else "-"
+            reals.append(f"| {r['scenes']:,} | {r['wall_s']:.0f} | {r['seconds']['embed']:.0f} | "
+                         f"{r['seconds']['else']:.0f} ({100 * r['seconds']['else'] / max(r['wall_s'], 1e-9):.0f}%) | "
+                         f"{r['scenes_per_s']:.1f} | {r['peak_rss_mb']:,} | {cos.get('mean')} / {cos.get('p5')} | "
+                         f"{_pair(lat.get('full'))} | {recall} | {r['load'][0]}-{r['load'][1]} |")
+    if reals:
+        out += ["", "Ordinary ingest (`Memory.ingest` of the first scenes, the embedder timed apart), and the questions on "
+                "that memory of real vectors:", "",
+                "| scenes | wall s | embedding s | everything else s | scenes/s | peak RSS MB | "
+                "summed vs real vector cosine mean / p5 | full p50/p95 ms | R@2/5/10 | load |",
+                "|---|---|---|---|---|---|---|---|---|---|"] + reals
+    return "\n".join(out)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
