@@ -167,8 +167,9 @@ class CouplingIndex:
 
     @property
     def _repair(self) -> str:
-        state = f" --state-url {self.url}" if self.url else ""
-        return f"`scenemind --data-dir {self.data_dir}{state} repair`"
+        from adapters.postgres import server_options
+
+        return f"`scenemind --data-dir {self.data_dir}{server_options(state_url=self.url)} repair`"
 
     # --- opening ---------------------------------------------------------------------------
     def _open(self, writable: bool) -> sqlite3.Connection:

@@ -31,7 +31,7 @@ import numpy as np
 from adapters.coupling_index import SceneRow, open_couplings
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
-from adapters.postgres import redact
+from adapters.postgres import redact, server_options
 from adapters.scene_store import FINGERPRINT_TEXTS, SceneStore
 from adapters.sources import SceneRecord, with_source
 from adapters.store_lock import WriterLock, writer_lock
@@ -148,8 +148,7 @@ class Memory:
                 "indexes none: point --data-dir / SCENEMIND_DATA_DIR at the folder the ingest used "
                 "(every process sharing this store must share that folder), or keep the couplings in "
                 "PostgreSQL with --state-url so that processes need no folder in common")
-        where = (f"--data-dir {self.data_dir}" + (f" --store-url {self.store_url}" if self.store_url else "")
-                 + (f" --state-url {self.state_url}" if self.state_url else ""))
+        where = f"--data-dir {self.data_dir}" + server_options(self.store_url, self.state_url)
         if indexed > scenes:
             cause = "scenes were lost from the store" if scenes else "the store holds none of them (was it deleted?)"
         else:

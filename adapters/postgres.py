@@ -44,6 +44,12 @@ def redact(url: str) -> str:
         return f"{url.split('://', 1)[0]}://..." if "://" in url else "(not a URL)"
 
 
+def server_options(store_url: str = "", state_url: str = "") -> str:
+    """The global options naming a memory's servers, for the commands error messages suggest: the PostgreSQL
+    URL without its password (the user adds it, or sets SCENEMIND_STATE_URL), never the secret itself."""
+    return (f" --store-url {store_url}" if store_url else "") + (f" --state-url {redact(state_url)}" if state_url else "")
+
+
 def connect(url: str) -> Any:
     """An autocommit psycopg connection (transactions are begun explicitly), or one clear StoreUnavailable."""
     if not is_postgres_url(url):

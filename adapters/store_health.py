@@ -29,7 +29,7 @@ from adapters.coupling_index import SceneRow, open_couplings
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
 from adapters.memory import memory_lock, passage_text
-from adapters.postgres import redact
+from adapters.postgres import redact, server_options
 from adapters.scene_store import FINGERPRINT_TEXTS, KINDS, SceneStore
 from state.errors import EmbedderMismatch, SceneMindError, StoreDamaged, StoreUnavailable
 
@@ -110,8 +110,7 @@ def check(data_dir: str, embedder_spec: str, store_url: str = "", state_url: str
     embedder = load_embedder(embedder_spec)
     data = Path(data_dir)
     health = Health(str(data), store_url or str(data / "chroma"),
-                    options=(f" --store-url {store_url}" if store_url else "")
-                    + (f" --state-url {state_url}" if state_url else ""))
+                    options=server_options(store_url, state_url))
     if not store_url and not data.exists():
         raise StoreUnavailable(f"no scene store at {data}: nothing to check")
     store_ids: list[str] | None = None

@@ -243,3 +243,21 @@ def test_a_forget_killed_on_the_servers_and_rerun_from_another_folder_ends_like_
     finally:
         for store in stores:
             store.stop()
+
+
+def test_messages_naming_the_repair_command_never_show_the_password(pg_url, tmp_path):
+    """A couplings database written by another version: the one line names `repair` with the URL, password masked."""
+    import psycopg
+
+    from adapters.coupling_index import open_couplings
+    from state.errors import StoreUnavailable
+
+    with_password = pg_url.replace("://postgres@", "://postgres:s3cret@", 1)  # the test server trusts any password
+    assert with_password != pg_url
+    open_couplings(tmp_path, with_password, writable=True).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE name = 'schema'")
+    with pytest.raises(StoreUnavailable) as refused:
+        open_couplings(tmp_path, with_password)
+    said = str(refused.value)
+    assert "repair" in said and "postgres:***@" in said and "s3cret" not in said, said
