@@ -48,8 +48,9 @@ CREATE TABLE IF NOT EXISTS moments (id INTEGER PRIMARY KEY CHECK (id = 1), count
                                     total BLOB, "outer" BLOB);
 CREATE TABLE IF NOT EXISTS removing (id TEXT PRIMARY KEY, vector BLOB);
 CREATE TABLE IF NOT EXISTS removed (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-# The same tables in PostgreSQL (`--state-url`), plus `meta` for the schema version SQLite keeps in user_version.
+# The same tables in PostgreSQL (`--state-url`), whose `meta` also holds the schema version (SQLite: user_version).
 # Serial numbers follow commit order because writers hold the memory's writer lock while they commit.
 SCHEMA_POSTGRES = """
 CREATE TABLE IF NOT EXISTS scene (n BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT);
@@ -72,8 +73,10 @@ LOAD_BLOCK = 5_000  # scenes read into the graph at a time when it catches up (t
 SCHEMA_VERSION = 5
 MIGRATES = {3, 4}  # older versions this one opens (adding what it lacks); anything else is rebuilt by repair
 MIGRATE_BLOCK = 20_000  # scenes whose rows a migration converts per statement (one step of its progress bar)
-# What a PostgreSQL `meta` records of the memory its couplings describe (`SceneStore.identity`), compared on every
-# open with a store; `store` (the URL it was recorded through, without a password) is only named in messages.
+# What `meta` records of the memory the couplings describe (`SceneStore.identity`), compared on every open with a
+# store; `store` (the URL it was recorded through, without a password, or the embedded store's folder) is only
+# named in messages. SQLite needs it too: with `--store-url` and no `--state-url` the data dir's index describes a
+# server's collection, and a data dir pointed at another server must not think with that server's scenes.
 IDENTITY = ("embedder", "dim", "scenes_collection")
 
 
@@ -304,12 +307,9 @@ class CouplingIndex:
 
     # --- which memory ----------------------------------------------------------------------
     def bind(self, identity: dict[str, str], store_where: str) -> None:
-        """Refuse a PostgreSQL database that holds another memory's couplings (another embedder's scenes, another
-        store or collection); record this memory's identity on a writable open when none is recorded yet (a
-        database from before identities is adopted). A SQLite index lives in its store's data dir: nothing here.
-        """
-        if not self.url:
-            return
+        """Refuse couplings that describe another memory (another embedder's scenes, another store or collection);
+        record this memory's identity on a writable open when none is recorded yet (an index from before
+        identities is adopted)."""
         self._identity = {**{k: identity[k] for k in IDENTITY}, "store": store_where}
         problem = self.identity_problem(self._identity)
         if problem:
@@ -318,8 +318,8 @@ class CouplingIndex:
             self._record_identity()
 
     def recorded_identity(self) -> dict[str, str]:
-        if not self.url:
-            return {}
+        if not self.url and not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            return {}  # an index from before identities, opened read-only
         keys = (*IDENTITY, "store")
         with self._lock, self._sql():
             rows = self._db.execute(f"SELECT name, value FROM meta WHERE name IN ({', '.join('?' * len(keys))})",
@@ -339,14 +339,20 @@ class CouplingIndex:
 
         from adapters.postgres import redact
 
-        repair = f"`scenemind --store-url {identity.get('store')} --state-url {redact(self.url)} repair`"
+        store = identity.get("store", "")
+        if self.url:
+            repair = f"`scenemind --store-url {store} --state-url {redact(self.url)} repair`"
+            elsewhere = "point --state-url at another database"
+        else:
+            server = f" --store-url {store}" if "://" in store else ""
+            repair = f"`scenemind --data-dir {self.data_dir}{server} repair`"
+            elsewhere = "point --data-dir at the folder this store was ingested with"
         return (f"the couplings in {self.where} describe another memory ({side(recorded)}), not this store "
-                f"({side(identity)}): point --state-url at another database, or run {repair} to rebuild the "
-                "couplings for this store")
+                f"({side(identity)}): {elsewhere}, or run {repair} to rebuild the couplings for this store")
 
     def _record_identity(self, replace: bool = False) -> None:
         """Write this memory's identity into `meta` (with `replace`, over another's: a repair rebuilt for it)."""
-        if not self.url or self._identity is None:
+        if self._identity is None:
             return
         if not replace and self.recorded_identity():
             return
@@ -360,9 +366,8 @@ class CouplingIndex:
 
     def record_identity(self, identity: dict[str, str], store_where: str) -> None:
         """Record `identity` over whatever was recorded (a repair that made these couplings describe it)."""
-        if self.url:
-            self._identity = {**{k: identity[k] for k in IDENTITY}, "store": store_where}
-            self._record_identity(replace=True)
+        self._identity = {**{k: identity[k] for k in IDENTITY}, "store": store_where}
+        self._record_identity(replace=True)
 
     def make_writable(self) -> None:
         """Reopen for writing (an ingest in a process that opened the index to read).

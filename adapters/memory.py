@@ -117,8 +117,14 @@ class Memory:
         self.store = SceneStore(str(self.data_dir), embedder.name, embedder.dim, store_url=store_url, create=create,
                                 fingerprint=fingerprint, lock=self.lock)
         self.couplings = open_couplings(self.data_dir, state_url, writable=create)
-        # Couplings in PostgreSQL outlive any folder: refuse a database filled for another memory before using it.
-        self.couplings.bind(self.store.identity(), redact(store_url))
+        # Refuse couplings filled for another memory before using them (a database outlives any folder; a data dir
+        # may be pointed at another Chroma server).
+        try:
+            self.couplings.bind(self.store.identity(), redact(store_url) or self.store.where)
+        except StoreUnavailable:
+            if not create and verify and not self.store.count():
+                self.check_agreement()  # an emptied store: "was it deleted?" says more than "another memory"
+            raise
         self._write_lock = threading.Lock()
         self._entity_vectors: dict[str, np.ndarray] = {}
         self._scene_cache: dict[str, CachedScene] = {}

@@ -267,7 +267,7 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
     path = data / "couplings.sqlite"
     moved: list[str] = []
     known: dict[str, str | None] = {}
-    identity = store.identity() if store is not None and state_url else None
+    identity = store.identity() if store is not None else None
     try:
         index = open_couplings(data, state_url, writable=True)
         with index._sql():
@@ -276,13 +276,15 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
         # A forget killed after the store let go of its scenes: they are being forgotten, not lost.
         forgetting = set(index.pending_removals())
         known = {sid: title for sid, title in known.items() if sid not in forgetting}
-        other = identity is not None and index.identity_problem(identity) is not None
+        # Couplings of another memory (another store or embedder) are rebuilt without calling their scenes lost;
+        # beside an empty store they are this memory's, whose store was lost or rebuilt: its scenes must come back.
+        other = identity is not None and bool(items) and index.identity_problem(identity) is not None
         if other:
             say(f"the couplings in {index.where} describe another memory: rebuilding them for this store")
             known = {}  # another memory's scenes are not this store's losses
         if not other and set(known) == set(items) and (moments is None) == (not items):
             if identity is not None:  # a database from before identities, or a store whose collection was rebuilt
-                index.record_identity(identity, redact(store.store_url))
+                index.record_identity(identity, redact(store.store_url) or store.where)
             return False, [], moved
     except SceneMindError:
         if state_url:
@@ -305,6 +307,6 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
 
     index.rebuild(batches())
     if identity is not None:  # after the rebuild: one killed half-way leaves the old couplings and their identity
-        index.record_identity(identity, redact(store.store_url))
+        index.record_identity(identity, redact(store.store_url) or store.where)
     index.close()
     return True, lost, moved

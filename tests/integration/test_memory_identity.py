@@ -113,3 +113,57 @@ def test_a_database_from_before_identities_is_adopted_and_another_collection_of_
     finally:
         a.stop()
         c.stop()
+
+
+def test_a_data_dirs_couplings_are_refused_beside_another_store_until_repair_rebuilds_them(tmp_path, embedder):
+    """The SQLite index records its memory too. A data dir pointed at another Chroma server (`--store-url`, no
+    `--state-url`), or a couplings.sqlite copied beside another store, holds as many scenes as the store (so the
+    count check passes) but describes other ones: refused in one line until `repair` rebuilds it; an index from
+    before identities is adopted by its next writer."""
+    import shutil
+    import sqlite3
+    from contextlib import closing
+    from pathlib import Path
+
+    from adapters.memory import Memory
+    from adapters.sources import read_sources
+    from adapters.store_health import repair
+    from scenemind_data import DEMO_SCENES
+    from state.errors import StoreUnavailable
+
+    lines = Path(DEMO_SCENES).read_text().splitlines()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("\n".join(lines[:4]) + "\n")
+    second.write_text("\n".join(lines[4:8]) + "\n")
+    a, b = chroma(tmp_path / "chroma-a", tmp_path), chroma(tmp_path / "chroma-b", tmp_path)
+    try:
+        Memory(str(tmp_path / "a"), embedder, store_url=a.url, create=True).ingest(read_sources([str(first)]))
+        Memory(str(tmp_path / "b"), embedder, store_url=b.url, create=True).ingest(read_sources([str(second)]))
+        with pytest.raises(StoreUnavailable, match="another memory") as refused:
+            Memory(str(tmp_path / "a"), embedder, store_url=b.url)
+        said = str(refused.value)
+        assert b.url in said and a.url in said and f"--data-dir {tmp_path / 'a'} --store-url {b.url} repair" in said
+    finally:
+        a.stop()
+        b.stop()
+    # Embedded: another memory's couplings.sqlite copied into a data dir.
+    Memory(str(tmp_path / "e1"), embedder, create=True).ingest(read_sources([str(first)]))
+    Memory(str(tmp_path / "e2"), embedder, create=True).ingest(read_sources([str(second)]))
+    theirs = Memory(str(tmp_path / "e1"), embedder).couplings.all_ids()
+    for extra in ("", "-wal", "-shm"):
+        Path(f"{tmp_path / 'e2' / 'couplings.sqlite'}{extra}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "e1" / "couplings.sqlite", tmp_path / "e2" / "couplings.sqlite")
+    with pytest.raises(StoreUnavailable, match="another memory"):
+        Memory(str(tmp_path / "e2"), embedder)
+    repair(str(tmp_path / "e2"), embedder.spec)
+    mine = Memory(str(tmp_path / "e2"), embedder)
+    assert set(mine.couplings.all_ids()) == set(mine.store.all_ids()) and not set(theirs) & set(mine.store.all_ids())
+    # An index written before identities (no rows in meta): a reader records nothing, the next writer adopts it.
+    with closing(sqlite3.connect(tmp_path / "e2" / "couplings.sqlite")) as db, db:
+        db.execute("DELETE FROM meta")
+    Memory(str(tmp_path / "e2"), embedder)
+    assert not Memory(str(tmp_path / "e2"), embedder).couplings.recorded_identity()
+    Memory(str(tmp_path / "e2"), embedder).ingest([])
+    recorded = Memory(str(tmp_path / "e2"), embedder).couplings.recorded_identity()
+    assert recorded["scenes_collection"] == mine.store.identity()["scenes_collection"]
+    assert recorded["store"] == str(tmp_path / "e2" / "chroma")
