@@ -120,7 +120,6 @@ def test_a_data_dirs_couplings_are_refused_beside_another_store_until_repair_reb
     `--state-url`), or a couplings.sqlite copied beside another store, holds as many scenes as the store (so the
     count check passes) but describes other ones: refused in one line until `repair` rebuilds it; an index from
     before identities is adopted by its next writer."""
-    import shutil
     import sqlite3
     from contextlib import closing
     from pathlib import Path
@@ -152,7 +151,10 @@ def test_a_data_dirs_couplings_are_refused_beside_another_store_until_repair_reb
     theirs = Memory(str(tmp_path / "e1"), embedder).couplings.all_ids()
     for extra in ("", "-wal", "-shm"):
         Path(f"{tmp_path / 'e2' / 'couplings.sqlite'}{extra}").unlink(missing_ok=True)
-    shutil.copy(tmp_path / "e1" / "couplings.sqlite", tmp_path / "e2" / "couplings.sqlite")
+    # SQLite's backup: the rows still in e1's write-ahead log come along (a copy of the file alone may hold none)
+    with closing(sqlite3.connect(tmp_path / "e1" / "couplings.sqlite")) as src, \
+            closing(sqlite3.connect(tmp_path / "e2" / "couplings.sqlite")) as dst:
+        src.backup(dst)
     with pytest.raises(StoreUnavailable, match="another memory"):
         Memory(str(tmp_path / "e2"), embedder)
     repair(str(tmp_path / "e2"), embedder.spec)
