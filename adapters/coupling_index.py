@@ -306,11 +306,11 @@ class CouplingIndex:
                                    "it from the stored scenes")
 
     # --- which memory ----------------------------------------------------------------------
-    def bind(self, identity: dict[str, str], store_where: str) -> None:
+    def bind(self, identity: dict[str, str]) -> None:
         """Refuse couplings that describe another memory (another embedder's scenes, another store or collection);
         record this memory's identity on a writable open when none is recorded yet (an index from before
         identities is adopted)."""
-        self._identity = {**{k: identity[k] for k in IDENTITY}, "store": store_where}
+        self._identity = {k: identity[k] for k in (*IDENTITY, "store")}
         problem = self.identity_problem(self._identity)
         if problem:
             raise StoreUnavailable(problem)
@@ -337,15 +337,15 @@ class CouplingIndex:
             return (f"embedder {ident.get('embedder')!r} (dim {ident.get('dim')}), scenes collection "
                     f"{ident.get('scenes_collection')} at {ident.get('store')}")
 
-        from adapters.postgres import redact
+        from adapters.postgres import server_options
 
         store = identity.get("store", "")
+        server = store if "://" in store else ""  # an embedded store is named by its folder, not by an option
         if self.url:
-            repair = f"`scenemind --store-url {store} --state-url {redact(self.url)} repair`"
+            repair = f"`scenemind{server_options(server, self.url)} repair`"
             elsewhere = "point --state-url at another database"
         else:
-            server = f" --store-url {store}" if "://" in store else ""
-            repair = f"`scenemind --data-dir {self.data_dir}{server} repair`"
+            repair = f"`scenemind --data-dir {self.data_dir}{server_options(server)} repair`"
             elsewhere = "point --data-dir at the folder this store was ingested with"
         return (f"the couplings in {self.where} describe another memory ({side(recorded)}), not this store "
                 f"({side(identity)}): {elsewhere}, or run {repair} to rebuild the couplings for this store")
@@ -364,9 +364,9 @@ class CouplingIndex:
         if problem:
             raise StoreUnavailable(problem)
 
-    def record_identity(self, identity: dict[str, str], store_where: str) -> None:
+    def record_identity(self, identity: dict[str, str]) -> None:
         """Record `identity` over whatever was recorded (a repair that made these couplings describe it)."""
-        self._identity = {**{k: identity[k] for k in IDENTITY}, "store": store_where}
+        self._identity = {k: identity[k] for k in (*IDENTITY, "store")}
         self._record_identity(replace=True)
 
     def make_writable(self) -> None:

@@ -120,7 +120,7 @@ class Memory:
         # Refuse couplings filled for another memory before using them (a database outlives any folder; a data dir
         # may be pointed at another Chroma server).
         try:
-            self.couplings.bind(self.store.identity(), redact(store_url) or self.store.where)
+            self.couplings.bind(self.store.identity())
         except StoreUnavailable:
             if not create and verify and not self.store.count():
                 self.check_agreement()  # an emptied store: "was it deleted?" says more than "another memory"

@@ -233,11 +233,14 @@ class SceneStore:
         """What a couplings database records of the memory it describes (`CouplingIndex.bind`): the embedder
         as the scenes collection records it, and that collection's id. The id is the same for every process
         and machine reading this store, whatever URL they reach it by; another server, another store or
-        another collection has another (a store repair that rebuilds the collection records the new one)."""
+        another collection has another (a store repair that rebuilds the collection records the new one).
+        `store` names where it is, for messages only (a server's URL without a password, or the folder)."""
+        from adapters.postgres import redact
+
         col = self.collections["scenes"]
         meta = col.metadata or {}
         return {"embedder": str(meta.get("embedder", self.embedder_name)), "dim": str(meta.get("dim", self.dim)),
-                "scenes_collection": str(col.id)}
+                "scenes_collection": str(col.id), "store": redact(self.where)}
 
     def _find(self, name: str):
         from chromadb.errors import NotFoundError

@@ -29,7 +29,7 @@ from adapters.coupling_index import SceneRow, open_couplings
 from adapters.embedder import Embedder, load_embedder
 from adapters.lexicon import scene_keys
 from adapters.memory import memory_lock, passage_text
-from adapters.postgres import redact, server_options
+from adapters.postgres import server_options
 from adapters.scene_store import FINGERPRINT_TEXTS, KINDS, SceneStore
 from state.errors import EmbedderMismatch, SceneMindError, StoreDamaged, StoreUnavailable
 
@@ -261,8 +261,8 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
                   state_url: str = "", store: SceneStore | None = None) -> tuple[bool, list[str], list[str]]:
     """(rebuilt, lost scenes, files moved aside): the index rebuilt from the store unless it agrees already.
 
-    A PostgreSQL database filled for another memory is rebuilt even when its scene ids agree (the same texts
-    embedded by another embedder: their moments are another space's), and then records this store as its memory.
+    Couplings filled for another memory are rebuilt even when their scene ids agree (the same texts embedded by
+    another embedder: their moments are another space's), and then record this store as their memory.
     """
     path = data / "couplings.sqlite"
     moved: list[str] = []
@@ -284,7 +284,7 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
             known = {}  # another memory's scenes are not this store's losses
         if not other and set(known) == set(items) and (moments is None) == (not items):
             if identity is not None:  # a database from before identities, or a store whose collection was rebuilt
-                index.record_identity(identity, redact(store.store_url) or store.where)
+                index.record_identity(identity)
             return False, [], moved
     except SceneMindError:
         if state_url:
@@ -307,6 +307,6 @@ def _repair_index(data: Path, items: dict[str, dict[str, Any]], say: Callable[[s
 
     index.rebuild(batches())
     if identity is not None:  # after the rebuild: one killed half-way leaves the old couplings and their identity
-        index.record_identity(identity, redact(store.store_url) or store.where)
+        index.record_identity(identity)
     index.close()
     return True, lost, moved

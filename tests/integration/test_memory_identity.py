@@ -142,6 +142,10 @@ def test_a_data_dirs_couplings_are_refused_beside_another_store_until_repair_reb
             Memory(str(tmp_path / "a"), embedder, store_url=b.url)
         said = str(refused.value)
         assert b.url in said and a.url in said and f"--data-dir {tmp_path / 'a'} --store-url {b.url} repair" in said
+        from adapters.store_health import check
+
+        named = [p for p in check(str(tmp_path / "a"), embedder.spec, store_url=b.url).problems if "another memory" in p]
+        assert len(named) == 1 and a.url in named[0] and b.url in named[0] and "None" not in named[0], named
     finally:
         a.stop()
         b.stop()
